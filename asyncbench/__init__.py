@@ -1,0 +1,20 @@
+"""asyncbench: a command-line concurrency lab for HTTP services."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["AsyncHttpClient", "FetchResult", "__version__"]
+
+if TYPE_CHECKING:
+    from asyncbench.client import AsyncHttpClient, FetchResult
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `asyncbench --version` does not pay for importing aiohttp.
+    if name in ("AsyncHttpClient", "FetchResult"):
+        from asyncbench import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'asyncbench' has no attribute {name!r}")

@@ -1,0 +1,6 @@
+"""`python -m asyncbench`."""
+
+from asyncbench.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Typed errors raised by the core, and the exit codes the CLI maps them to."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    RUN_FAILED = 1  # the run could not be done: unreachable target, unwritable output, ...
+    USAGE = 2  # bad usage or bad input
+    INTERRUPTED = 130  # Ctrl-C, after saving what was measured
+
+
+class AsyncbenchError(Exception):
+    """Base of every error asyncbench reports to the user as one line."""
+
+    exit_code: ExitCode = ExitCode.RUN_FAILED
+
+
+class UsageError(AsyncbenchError):
+    """Bad input: an option value, a URL, a header, a file."""
+
+    exit_code = ExitCode.USAGE
+
+
+class TargetError(AsyncbenchError):
+    """The target could not be reached or started."""
+
+
+class OutputError(AsyncbenchError):
+    """Results or charts could not be written or read."""
