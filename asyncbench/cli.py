@@ -6,13 +6,33 @@ This is the only module that prints errors and sets exit codes (see `main`).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
-from typing import Annotated, Optional
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Coroutine, Iterator, Optional
 
 import typer
 
 from asyncbench import __version__
-from asyncbench.errors import AsyncbenchError, ExitCode, UsageError
+from asyncbench.errors import AsyncbenchError, ExitCode, OutputError, TargetError, UsageError
+from asyncbench.options import (
+    MAX_REQUESTS,
+    check_range,
+    check_target_url,
+    parse_data,
+    parse_headers,
+    parse_int_list,
+    parse_method,
+)
+
+if TYPE_CHECKING:
+    from asyncbench.experiments.load import LevelResult, RequestSpec
+    from asyncbench.metrics import LevelRecorder
+    from asyncbench.server import ServerConfig
 
 app = typer.Typer(
     name="asyncbench",
@@ -85,6 +105,323 @@ def serve(
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", ExitCode.RUN_FAILED)
     print("asyncbench serve: stopped", flush=True)
+
+
+# --- options shared by the experiment commands -------------------------------------------------
+
+_REQ = "Request"
+_OUT = "Output"
+_SRV = "Embedded server (when no URL is given)"
+
+UrlArg = Annotated[
+    Optional[str],
+    typer.Argument(help="Target URL, on a loopback address. Omitted: the embedded server.", show_default=False),
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Total time allowed per request, seconds.", rich_help_panel=_REQ)]
+MethodOpt = Annotated[str, typer.Option("--method", "-X", help="HTTP method.", rich_help_panel=_REQ)]
+HeaderOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--header", "-H", help="Request header 'Name: value' (repeatable). Secrets are redacted from results.", rich_help_panel=_REQ, show_default=False),
+]
+DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Request body; '@FILE' reads a file.", rich_help_panel=_REQ, show_default=False)]
+RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries per request (timeouts, connection errors, 5xx, 429).", rich_help_panel=_REQ)]
+CooldownOpt = Annotated[float, typer.Option("--cooldown", help="Pause between levels, seconds, so the target drains.", rich_help_panel=_REQ)]
+RoundsOpt = Annotated[int, typer.Option("--rounds", help="Run each level this many times; report the median and the spread.", rich_help_panel=_REQ)]
+MinSuccessOpt = Annotated[float, typer.Option("--min-success", help="Success-rate floor (0..1) for the sweet spot.", rich_help_panel=_OUT)]
+ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Folder for CSV/JSON results.", rich_help_panel=_OUT)]
+SrvLatencyOpt = Annotated[float, typer.Option("--server-latency", help="Service time per request, seconds.", rich_help_panel=_SRV)]
+SrvCapacityOpt = Annotated[int, typer.Option("--server-capacity", help="Requests served at once.", rich_help_panel=_SRV)]
+SrvQueueOpt = Annotated[int, typer.Option("--server-queue", help="Requests that may wait; past that, 503.", rich_help_panel=_SRV)]
+SrvErrorRateOpt = Annotated[float, typer.Option("--server-error-rate", help="Fraction answered 500 (0..1).", rich_help_panel=_SRV)]
+
+
+def _request_spec(timeout: float, method: str, header: list[str] | None, data: str | None, retries: int) -> RequestSpec:
+    from asyncbench.experiments.load import RequestSpec
+
+    check_range("--timeout", timeout, 0, low_inclusive=False)
+    check_range("--retries", retries, 0, 100)
+    return RequestSpec(
+        url="", method=parse_method(method), headers=parse_headers(header),
+        data=parse_data(data), timeout=timeout, retries=retries,
+    )
+
+
+def _server_config(latency: float, capacity: int, queue: int, error_rate: float) -> ServerConfig:
+    from asyncbench.server import ServerConfig
+
+    config = ServerConfig(latency=latency, capacity=capacity, queue=queue, error_rate=error_rate)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("invalid --", "invalid --server-")) from None
+    return config
+
+
+@contextmanager
+def _target(url: str | None, server: ServerConfig) -> Iterator[str]:
+    """The URL to load: the given one, or the embedded server started for the run."""
+    if url is not None:
+        yield check_target_url(url)
+        return
+    from asyncbench.server import EmbeddedServer
+
+    embedded = EmbeddedServer(server)
+    try:
+        yield embedded.start() + "/"
+    except RuntimeError as exc:
+        raise TargetError(str(exc)) from None
+    finally:
+        embedded.stop()
+
+
+def _check_output_dir(path: Path, option: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {option} {str(path)!r}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {str(path)!r} is not writable")
+
+
+def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine with asyncbench's own Ctrl-C (and SIGTERM) handling.
+
+    The first signal cancels the run — closing its connections, keeping what was written — and
+    raises KeyboardInterrupt; a second one exits at once. Installed explicitly, because asyncio's
+    own handler is skipped when SIGINT was ignored at start (as for a background job).
+    """
+
+    async def guarded() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        signalled = False
+
+        def on_signal() -> None:
+            nonlocal signalled
+            if signalled:
+                os._exit(int(ExitCode.INTERRUPTED))
+            signalled = True
+            task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if signalled:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(guarded())
+
+
+class _LoadEvents:
+    """Wires an experiment's level events to the results writer and the progress display."""
+
+    def __init__(self, writer: Any, progress: Any, what: str, total_levels: int) -> None:
+        self.writer = writer
+        self.progress = progress
+        self.what = what
+        self.total_levels = total_levels
+        self.rows: list[Any] = []
+
+    def level_started(self, level: int, total: int, recorders: list[LevelRecorder]) -> None:
+        if self.progress is not None:
+            self.progress.start_level(f"{self.what} {level:,}", total, recorders)
+
+    def level_finished(self, result: LevelResult) -> None:
+        self.writer.write_row(asdict(result.stats))
+        self.writer.write_quantiles(result.stats.level, result.quantiles)
+        self.rows.append(result.stats)
+        self.writer.write_metadata(levels_completed=len(self.rows))
+        if self.progress is None:
+            # Not a terminal: one line per finished level, on stderr, for logs and pipes.
+            from asyncbench.report import level_line
+
+            print(f"asyncbench: {level_line(result.stats)} ({len(self.rows)} of {self.total_levels} {self.what}s)",
+                  file=sys.stderr, flush=True)
+
+
+def _run_load(
+    experiment: str,
+    url: str | None,
+    spec: RequestSpec,
+    server: ServerConfig,
+    results_dir: Path,
+    min_success: float,
+    settings: dict[str, Any],
+    run: Callable[[RequestSpec, Any], Coroutine[Any, Any, Any]],
+) -> None:
+    """The shared flow of `trap` and `semaphore`: target, pre-flight, sweep, files, table."""
+    from asyncbench import metrics, report
+    from asyncbench.experiments.load import preflight
+    from asyncbench.metrics import LevelStats
+    from asyncbench.results import ResultsWriter, redact_header, redact_url, run_metadata
+    from asyncbench.system import raise_nofile_limit
+
+    check_range("--min-success", min_success, 0, 1)
+    _check_output_dir(results_dir, "--results-dir")
+    console = report.make_console()
+    what = "limit" if experiment == "semaphore" else "level"
+    nofile = raise_nofile_limit()
+    biggest = max(settings.get("levels") or settings.get("limits") or [1])
+    if biggest + 64 > nofile:
+        console.print(
+            f"[yellow]warning: {what} {biggest:,} needs about {biggest + 64:,} open files but the "
+            f"limit is {nofile:,}: requests beyond it fail with 'Too many open files' "
+            "(raise the hard limit: ulimit -Hn)[/]"
+        )
+    interrupted = False
+    with _target(url, server) as target:
+        spec.url = target
+        ok, detail = _run_async(preflight(spec))
+        if not ok:
+            raise TargetError(f"target {redact_url(target)} is unreachable: {detail}")
+        started = datetime.now()
+        metadata = run_metadata(
+            experiment, ["asyncbench", *sys.argv[1:]], target,
+            target_kind="url" if url else "embedded",
+            server=asdict(server) if url is None else None,
+            config={
+                **settings,
+                "method": spec.method,
+                "headers": [redact_header(f"{k}: {v}") for k, v in spec.headers.items()],
+                "timeout_s": spec.timeout,
+                "retries": spec.retries,
+                "min_success": min_success,
+            },
+            preflight=detail,
+            levels_completed=0,
+        )
+        with ResultsWriter(results_dir, experiment, LevelStats.columns(), metadata, started, latency_file=True) as writer:
+            progress = report.SweepProgress(console) if console.is_terminal else None
+            events = _LoadEvents(writer, progress, what, len(settings.get("levels") or settings.get("limits") or []))
+            try:
+                if progress is not None:
+                    with progress:
+                        _run_async(run(spec, events))
+                else:
+                    _run_async(run(spec, events))
+            except KeyboardInterrupt:
+                interrupted = True
+            rows = events.rows
+            sweet = metrics.sweet_spot(rows, min_success)
+            notes = [n for r in rows for n in metrics.warnings_for(r, min_success)]
+            writer.write_metadata(
+                status="interrupted" if interrupted else "complete",
+                finished_at=datetime.now().isoformat(timespec="seconds"),
+                sweet_spot=None if sweet is None else {
+                    "level": sweet.level,
+                    "goodput_rps": sweet.goodput_rps,
+                    "success_rate": sweet.success_rate,
+                    "latency_p99_s": sweet.latency_p99_s,
+                    "reliable": not sweet.client_limited,
+                },
+                client_limited_levels=[r.level for r in rows if r.client_limited],
+                warnings=notes,
+            )
+            title = (
+                f"{experiment}: {'embedded server' if url is None else redact_url(target)} — "
+                f"{'interrupted, ' if interrupted else ''}{len(rows)} level{'s' if len(rows) != 1 else ''}"
+            )
+            console.print(report.level_table(rows, sweet, title, show_queue_wait=experiment == "semaphore"))
+            console.print(report.verdict(rows, sweet, experiment, min_success))
+            block = report.warnings_block(notes)
+            if block is not None:
+                console.print(block)
+            files = [writer.csv_path, writer.json_path] + ([writer.latency_path] if writer.latency_path else [])
+            console.print("results: " + "\n         ".join(str(f) for f in files), soft_wrap=True)
+    if interrupted:
+        print("asyncbench: interrupted; the finished levels are saved", file=sys.stderr)
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+
+
+@app.command()
+def trap(
+    url: UrlArg = None,
+    levels: Annotated[str, typer.Option("--levels", help="Concurrency levels, comma-separated.")] = "1,5,10,25,50,100,200,500,1000,2000",
+    requests_per_level: Annotated[Optional[int], typer.Option("--requests-per-level", help="Requests per level. Default: the level itself, one burst.", show_default=False)] = None,
+    rounds: RoundsOpt = 1,
+    timeout: TimeoutOpt = 10.0,
+    method: MethodOpt = "GET",
+    header: HeaderOpt = None,
+    data: DataOpt = None,
+    retries: RetriesOpt = 0,
+    cooldown: CooldownOpt = 1.0,
+    min_success: MinSuccessOpt = 0.99,
+    results_dir: ResultsDirOpt = Path("results"),
+    server_latency: SrvLatencyOpt = 0.05,
+    server_capacity: SrvCapacityOpt = 100,
+    server_queue: SrvQueueOpt = 400,
+    server_error_rate: SrvErrorRateOpt = 0.0,
+) -> None:
+    """The concurrency trap: at each level, that many simultaneous requests with no limit.
+
+    Throughput climbs with the level until the server is full; then it sheds requests and the
+    success rate collapses.
+    """
+    from asyncbench.experiments import trap as experiment
+
+    level_list = parse_int_list("--levels", levels)
+    if requests_per_level is not None:
+        check_range("--requests-per-level", requests_per_level, 1, MAX_REQUESTS)
+    check_range("--rounds", rounds, 1, 100)
+    check_range("--cooldown", cooldown, 0, 600)
+    spec = _request_spec(timeout, method, header, data, retries)
+    server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
+
+    def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
+        config = experiment.TrapConfig(spec, level_list, requests_per_level, rounds, cooldown)
+        return experiment.run(config, events)
+
+    settings = {"levels": level_list, "requests_per_level": requests_per_level, "rounds": rounds, "cooldown_s": cooldown}
+    _run_load("trap", url, spec, server, results_dir, min_success, settings, run)
+
+
+@app.command()
+def semaphore(
+    url: UrlArg = None,
+    limits: Annotated[str, typer.Option("--limits", help="Semaphore limits, comma-separated.")] = "10,25,50,100,200,500",
+    requests: Annotated[int, typer.Option("--requests", help="Requests per limit, all submitted at once.")] = 1000,
+    rounds: RoundsOpt = 1,
+    timeout: TimeoutOpt = 10.0,
+    method: MethodOpt = "GET",
+    header: HeaderOpt = None,
+    data: DataOpt = None,
+    retries: RetriesOpt = 0,
+    cooldown: CooldownOpt = 1.0,
+    min_success: MinSuccessOpt = 0.99,
+    results_dir: ResultsDirOpt = Path("results"),
+    server_latency: SrvLatencyOpt = 0.05,
+    server_capacity: SrvCapacityOpt = 100,
+    server_queue: SrvQueueOpt = 400,
+    server_error_rate: SrvErrorRateOpt = 0.0,
+) -> None:
+    """Controlled concurrency: the same load through an asyncio.Semaphore of each limit.
+
+    Requests wait in the client for a slot (the wait is measured apart from latency) instead
+    of overloading the server: success stays at 100 %.
+    """
+    from asyncbench.experiments import semaphore as experiment
+
+    limit_list = parse_int_list("--limits", limits)
+    check_range("--requests", requests, 1, MAX_REQUESTS)
+    check_range("--rounds", rounds, 1, 100)
+    check_range("--cooldown", cooldown, 0, 600)
+    spec = _request_spec(timeout, method, header, data, retries)
+    server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
+
+    def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
+        config = experiment.SemaphoreConfig(spec, limit_list, requests, rounds, cooldown)
+        return experiment.run(config, events)
+
+    settings = {"limits": limit_list, "requests": requests, "rounds": rounds, "cooldown_s": cooldown}
+    _run_load("semaphore", url, spec, server, results_dir, min_success, settings, run)
+
 
 
 def main() -> None:

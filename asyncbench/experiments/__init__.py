@@ -1,0 +1,1 @@
+"""One module per experiment: plain config in, plain results out, never prints."""

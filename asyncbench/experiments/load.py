@@ -1,0 +1,151 @@
+"""The load engine shared by `trap` and `semaphore`: one level = N requests at concurrency C.
+
+A level runs C workers on one fresh client (so each level opens its own connections, as a
+burst of new clients would). The N requests are submitted at once; each worker takes the next
+one when its last is done. A request's queue wait is the time from submission to send: with a
+semaphore it is the wait for a slot, the lesson of Lab 2.3; for the trap it is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from asyncbench.client import AsyncHttpClient
+from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
+from asyncbench.system import PeakRss, cpu_seconds
+
+_perf = time.perf_counter
+
+
+@dataclass
+class RequestSpec:
+    """What every request of a run looks like."""
+
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    data: bytes | None = None
+    timeout: float = 10.0
+    retries: int = 0
+
+
+@dataclass
+class LevelResult:
+    """A finished level: its row and its latency quantiles."""
+
+    stats: LevelStats
+    quantiles: list[tuple[float, float]]
+
+
+class LevelEvents(Protocol):
+    """How an experiment reports progress; the CLI wires it to the display and the writer."""
+
+    def level_started(self, level: int, total: int, recorders: list[LevelRecorder]) -> None: ...
+
+    def level_finished(self, result: LevelResult) -> None: ...
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop wakes a task that sleeps `interval` seconds."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.max_lag = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            start = _perf()
+            await asyncio.sleep(self.interval)
+            lag = _perf() - start - self.interval
+            if lag > self.max_lag:
+                self.max_lag = lag
+
+    def __enter__(self) -> LoopLagMonitor:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def run_round(
+    spec: RequestSpec, concurrency: int, requests: int, bounded: bool, recorder: LevelRecorder
+) -> RoundFacts:
+    """Send `requests` requests with `concurrency` workers; record each into `recorder`."""
+    rss = PeakRss()
+    cpu0 = cpu_seconds()
+    wall0 = _perf()
+    tickets = iter(range(requests))
+    record = recorder.add
+    url, method, headers, data = spec.url, spec.method, spec.headers or None, spec.data
+
+    async with AsyncHttpClient(
+        max_concurrency=concurrency if bounded else None,
+        timeout=spec.timeout,
+        retries=spec.retries,
+        keep_body=False,
+    ) as client:
+        fetch = client.fetch
+        submitted = _perf()
+
+        async def worker() -> None:
+            for _ in tickets:
+                result = await fetch(url, method=method, data=data, headers=headers)
+                record(result, result.sent_at - submitted if bounded else 0.0)
+
+        with LoopLagMonitor() as lag:
+            await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    wall = _perf() - wall0
+    return RoundFacts(
+        peak_rss_mb=rss.peak_mb(),
+        client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
+        loop_lag_max_s=lag.max_lag,
+    )
+
+
+async def run_sweep(
+    experiment: str,
+    spec: RequestSpec,
+    levels: list[int],
+    requests_for: dict[int, int],
+    bounded: bool,
+    rounds: int,
+    cooldown: float,
+    events: LevelEvents,
+) -> list[LevelResult]:
+    """Run every level (each `rounds` times), reporting each as soon as it is finished."""
+    results: list[LevelResult] = []
+    first = True
+    for level in levels:
+        total = requests_for[level]
+        recorders = [LevelRecorder() for _ in range(rounds)]
+        events.level_started(level, total * rounds, recorders)
+        facts: list[RoundFacts] = []
+        for recorder in recorders:
+            if not first and cooldown > 0:
+                # Let the target drain what the last level left behind before measuring again.
+                await asyncio.sleep(cooldown)
+            first = False
+            facts.append(await run_round(spec, level, total, bounded, recorder))
+        stats = summarize(experiment, level, list(zip(recorders, facts)))
+        result = LevelResult(stats, latency_quantiles(recorders))
+        results.append(result)
+        events.level_finished(result)
+    return results
+
+
+async def preflight(spec: RequestSpec) -> tuple[bool, str]:
+    """One request before the sweep: (reachable, what happened)."""
+    async with AsyncHttpClient(max_concurrency=1, timeout=spec.timeout, retries=0, keep_body=False) as client:
+        result = await client.fetch(
+            spec.url, method=spec.method, data=spec.data, headers=spec.headers or None
+        )
+    if result.error in ("connect", "timeout"):
+        return False, result.detail or result.error
+    return True, f"HTTP {result.status}" if result.status else (result.detail or "")

@@ -1,0 +1,32 @@
+"""Lab 2.3, controlled concurrency: the same load through an asyncio.Semaphore of each size.
+
+All requests are submitted at once; at most `limit` are in flight. The time a request waits
+for its slot is recorded apart from its latency on the wire (queue_wait_mean_s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asyncbench.experiments.load import LevelEvents, LevelResult, RequestSpec, run_sweep
+
+DEFAULT_LIMITS = (10, 25, 50, 100, 200, 500)
+DEFAULT_REQUESTS = 1000
+
+
+@dataclass
+class SemaphoreConfig:
+    request: RequestSpec
+    limits: list[int]
+    requests: int = DEFAULT_REQUESTS
+    rounds: int = 1
+    cooldown: float = 1.0
+
+
+async def run(config: SemaphoreConfig, events: LevelEvents) -> list[LevelResult]:
+    """Run the sweep: `requests` requests through a semaphore of each limit."""
+    requests_for = dict.fromkeys(config.limits, config.requests)
+    return await run_sweep(
+        "semaphore", config.request, config.limits, requests_for,
+        bounded=True, rounds=config.rounds, cooldown=config.cooldown, events=events,
+    )

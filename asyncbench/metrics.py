@@ -1,0 +1,306 @@
+"""Per-request records → per-level statistics: percentiles, goodput, Little's law, the sweet spot.
+
+Latencies go into `LatencyHistogram`, an HDR-style log-bucketed histogram (at most 1 % relative
+error), so a level's memory is bounded by the number of buckets, not by its request count, and
+rounds of a level merge by adding counts.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, fields
+from typing import Iterable, Sequence
+
+from asyncbench.client import ERROR_KINDS, FetchResult
+
+# Quantiles written to the -latency.csv for distribution charts.
+QUANTILES: tuple[float, ...] = (
+    *(i / 100 for i in range(1, 100)),
+    0.995,
+    0.999,
+    1.0,
+)
+
+
+class LatencyHistogram:
+    """Log-bucketed latency histogram with exact count, sum, min and max.
+
+    Buckets grow by `_RATIO`; a value is reported as its bucket's geometric midpoint, whose
+    relative error is at most sqrt(_RATIO) - 1 < 1 %. Range 1 µs .. ~1 h; values outside are
+    clamped into the end buckets (min and max stay exact).
+    """
+
+    _RATIO = 1.02
+    _LOWEST = 1e-6
+    _LOG_RATIO = math.log(_RATIO)
+    _BUCKETS = int(math.log(3600.0 / _LOWEST) / math.log(_RATIO)) + 2
+
+    __slots__ = ("counts", "count", "total", "min", "max")
+
+    def __init__(self) -> None:
+        self.counts = [0] * self._BUCKETS
+        self.count = 0
+        self.total = 0.0
+        self.min = math.inf
+        self.max = 0.0
+
+    def record(self, value: float) -> None:
+        if value > self._LOWEST:
+            i = int(math.log(value / self._LOWEST) / self._LOG_RATIO) + 1
+            if i >= self._BUCKETS:
+                i = self._BUCKETS - 1
+        else:
+            i = 0
+        self.counts[i] += 1
+        self.count += 1
+        self.total += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: LatencyHistogram) -> None:
+        for i, c in enumerate(other.counts):
+            if c:
+                self.counts[i] += c
+        self.count += other.count
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def quantile(self, q: float) -> float:
+        """The latency at quantile q (0 < q <= 1), nearest-rank; 0 when empty."""
+        if not self.count:
+            return 0.0
+        if q >= 1.0:
+            return self.max
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= rank:
+                if i == 0:
+                    value = self._LOWEST
+                else:
+                    lo = self._LOWEST * self._RATIO ** (i - 1)
+                    value = lo * math.sqrt(self._RATIO)
+                return min(max(value, self.min), self.max)
+        return self.max
+
+
+class LevelRecorder:
+    """Accumulates one run of one level, request by request, in constant memory."""
+
+    __slots__ = (
+        "latency", "queue_wait_total", "successes", "attempts", "errors", "first_sent", "last_done",
+    )
+
+    def __init__(self) -> None:
+        self.latency = LatencyHistogram()
+        self.queue_wait_total = 0.0
+        self.successes = 0
+        self.attempts = 0
+        self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.first_sent = math.inf
+        self.last_done = -math.inf
+
+    @property
+    def count(self) -> int:
+        return self.latency.count
+
+    def add(self, result: FetchResult, queue_wait_s: float) -> None:
+        self.latency.record(result.latency_s)
+        self.queue_wait_total += queue_wait_s
+        self.attempts += result.attempts
+        if result.ok:
+            self.successes += 1
+        else:
+            self.errors[result.error or "other"] += 1
+        if result.sent_at < self.first_sent:
+            self.first_sent = result.sent_at
+        if result.done_at > self.last_done:
+            self.last_done = result.done_at
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(0.0, self.last_done - self.first_sent) if self.count else 0.0
+
+
+@dataclass
+class RoundFacts:
+    """What the experiment observed around one run of a level, besides the requests."""
+
+    peak_rss_mb: float
+    client_cpu_pct: float  # CPU time of this process / wall time, % of one core
+    loop_lag_max_s: float  # worst delay of a 10 ms ticker on the event loop
+
+
+@dataclass
+class LevelStats:
+    """One row of a load CSV (trap, semaphore): the field order is the column order."""
+
+    experiment: str
+    level: int
+    requests: int
+    successes: int
+    failures: int
+    errors_timeout: int
+    errors_connect: int
+    errors_http_4xx: int
+    errors_http_5xx: int
+    errors_other: int
+    success_rate: float
+    elapsed_s: float
+    throughput_rps: float
+    goodput_rps: float
+    latency_mean_s: float
+    latency_p50_s: float
+    latency_p90_s: float
+    latency_p99_s: float
+    latency_max_s: float
+    littles_l: float
+    efficiency: float
+    queue_wait_mean_s: float
+    peak_rss_mb: float
+    rounds: int
+    attempts: int
+    goodput_min_rps: float
+    goodput_max_rps: float
+    client_cpu_pct: float
+    loop_lag_max_s: float
+    client_limited: bool
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+# A client is judged saturated (its own event loop, not the server, set the pace) when it used
+# nearly a whole core and its loop answered a 10 ms ticker this late.
+CLIENT_CPU_SATURATED_PCT = 90.0
+LOOP_LAG_SATURATED_S = 0.1
+
+
+def summarize(
+    experiment: str,
+    level: int,
+    rounds: Sequence[tuple[LevelRecorder, RoundFacts]],
+) -> LevelStats:
+    """Fold one or more rounds of a level into its row.
+
+    Counts and latency are pooled over the rounds; rates (elapsed, throughput, goodput) are the
+    median round's, with the spread of goodput kept in goodput_min/max.
+    """
+    if not rounds:
+        raise ValueError("a level needs at least one round")
+    hist = LatencyHistogram()
+    errors = dict.fromkeys(ERROR_KINDS, 0)
+    successes = attempts = 0
+    queue_wait = 0.0
+    for rec, _ in rounds:
+        hist.merge(rec.latency)
+        successes += rec.successes
+        attempts += rec.attempts
+        queue_wait += rec.queue_wait_total
+        for kind, n in rec.errors.items():
+            errors[kind] += n
+    requests = hist.count
+    elapsed = statistics.median(rec.elapsed_s for rec, _ in rounds)
+    goodputs = [rec.successes / rec.elapsed_s if rec.elapsed_s else 0.0 for rec, _ in rounds]
+    throughput = statistics.median(
+        rec.count / rec.elapsed_s if rec.elapsed_s else 0.0 for rec, _ in rounds
+    )
+    littles_l = throughput * hist.mean
+    cpu = max(f.client_cpu_pct for _, f in rounds)
+    lag = max(f.loop_lag_max_s for _, f in rounds)
+    return LevelStats(
+        experiment=experiment,
+        level=level,
+        requests=requests,
+        successes=successes,
+        failures=requests - successes,
+        errors_timeout=errors["timeout"],
+        errors_connect=errors["connect"],
+        errors_http_4xx=errors["http_4xx"],
+        errors_http_5xx=errors["http_5xx"],
+        errors_other=errors["other"],
+        success_rate=successes / requests if requests else 0.0,
+        elapsed_s=elapsed,
+        throughput_rps=throughput,
+        goodput_rps=statistics.median(goodputs),
+        latency_mean_s=hist.mean,
+        latency_p50_s=hist.quantile(0.50),
+        latency_p90_s=hist.quantile(0.90),
+        latency_p99_s=hist.quantile(0.99),
+        latency_max_s=hist.max if requests else 0.0,
+        littles_l=littles_l,
+        efficiency=littles_l / level if level else 0.0,
+        queue_wait_mean_s=queue_wait / requests if requests else 0.0,
+        peak_rss_mb=max(f.peak_rss_mb for _, f in rounds),
+        rounds=len(rounds),
+        attempts=attempts,
+        goodput_min_rps=min(goodputs),
+        goodput_max_rps=max(goodputs),
+        client_cpu_pct=cpu,
+        loop_lag_max_s=lag,
+        client_limited=cpu >= CLIENT_CPU_SATURATED_PCT and lag >= LOOP_LAG_SATURATED_S,
+    )
+
+
+def latency_quantiles(rounds: Iterable[LevelRecorder]) -> list[tuple[float, float]]:
+    """(quantile, latency_s) pairs of the pooled rounds, for the -latency.csv."""
+    hist = LatencyHistogram()
+    for rec in rounds:
+        hist.merge(rec.latency)
+    if not hist.count:
+        return []
+    return [(q, hist.quantile(q)) for q in QUANTILES]
+
+
+def sweet_spot(rows: Sequence[LevelStats], min_success: float) -> LevelStats | None:
+    """The level with the highest goodput among those with success_rate >= min_success.
+
+    Ties go to the lowest level. None when no level is good enough.
+    """
+    good = [r for r in rows if r.requests and r.success_rate >= min_success]
+    if not good:
+        return None
+    return max(good, key=lambda r: (r.goodput_rps, -r.level))
+
+
+def warnings_for(row: LevelStats, min_success: float) -> list[str]:
+    """What a careful reader should know about one level, each naming what to change."""
+    notes: list[str] = []
+    what = f"{'limit' if row.experiment == 'semaphore' else 'level'} {row.level}"
+    if row.client_limited:
+        notes.append(
+            f"{what}: the client was the limit (CPU {row.client_cpu_pct:.0f} % of a "
+            f"core, event loop {row.loop_lag_max_s * 1000:.0f} ms late): its latency and "
+            "throughput describe the load generator, not the server; lower the level or use "
+            "--requests-per-level / a longer run so the burst is not dominated by connecting"
+        )
+    elif row.loop_lag_max_s >= LOOP_LAG_SATURATED_S:
+        notes.append(
+            f"{what}: the event loop lagged {row.loop_lag_max_s * 1000:.0f} ms; "
+            "latencies include time the responses waited for the client"
+        )
+    sustained = row.requests >= 4 * row.level * row.rounds
+    if sustained and row.success_rate >= min_success and row.efficiency < 0.5:
+        notes.append(
+            f"{what}: only {row.littles_l:.1f} requests were in flight on average "
+            f"(L/level {row.efficiency:.2f}): requests waited in the client, not the server; "
+            "check the client's CPU and connection limits"
+        )
+    if row.rounds > 1 and row.goodput_rps > 0:
+        spread = (row.goodput_max_rps - row.goodput_min_rps) / row.goodput_rps
+        if spread > 0.25:
+            notes.append(
+                f"{what}: goodput varied {spread:.0%} across {row.rounds} rounds; "
+                "use more --rounds or a quieter machine"
+            )
+    return notes

@@ -1,0 +1,174 @@
+"""Terminal output: rich tables, the verdict, warnings and the progress display.
+
+Pure renderers: each takes result rows and returns something rich can print.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from asyncbench.metrics import LevelRecorder, LevelStats
+
+SWEET_MARK = "★"
+_ERROR_LABELS = (
+    ("errors_http_5xx", "5xx"),
+    ("errors_http_4xx", "4xx"),
+    ("errors_timeout", "timeout"),
+    ("errors_connect", "conn"),
+    ("errors_other", "other"),
+)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that wraps at the terminal's width, or 80 columns (or $COLUMNS) when piped."""
+    return Console(stderr=stderr, highlight=False)
+
+
+def fmt_int(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def fmt_rate(x: float) -> str:
+    """Requests per second (or any rate): one decimal below 100, none above."""
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1000
+    if ms < 10:
+        return f"{ms:.2f}"
+    return f"{ms:.1f}" if ms < 1000 else f"{ms:,.0f}"
+
+
+def fmt_pct(fraction: float) -> str:
+    return f"{fraction * 100:.1f}"
+
+
+def errors_cell(row: LevelStats) -> str:
+    parts = [f"{label} {getattr(row, name):,}" for name, label in _ERROR_LABELS if getattr(row, name)]
+    return ", ".join(parts) if parts else "-"
+
+
+def level_line(r: LevelStats) -> str:
+    """One finished level as a line: for logs and output that is not a terminal."""
+    what = "limit" if r.experiment == "semaphore" else "level"
+    return (
+        f"{what} {r.level:,} done: {fmt_rate(r.throughput_rps)} req/s, goodput "
+        f"{fmt_rate(r.goodput_rps)} req/s, p50 {fmt_ms(r.latency_p50_s)} ms, "
+        f"{fmt_pct(r.success_rate)} % ok"
+    )
+
+
+def level_table(
+    rows: Sequence[LevelStats], sweet: LevelStats | None, title: str, show_queue_wait: bool
+) -> Table:
+    """Little's-law table: λ throughput, goodput, W mean latency, L = λW, L/level, p50/p99."""
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+        collapse_padding=True,
+    )
+    level_name = "limit" if show_queue_wait else "level"
+    table.add_column(level_name, justify="right", no_wrap=True)
+    for header in ("λ\nreq/s", "goodput\nreq/s", "W mean\nms", "L=λW", "L /\nlevel"):
+        table.add_column(header, justify="right", no_wrap=True)
+    if show_queue_wait:
+        table.add_column("wait\nms", justify="right", no_wrap=True)
+    for header in ("p50\nms", "p99\nms", "ok\n%"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("errors", justify="left", overflow="fold")
+    for r in rows:
+        is_sweet = sweet is not None and r.level == sweet.level
+        level = f"{SWEET_MARK} {r.level:,}" if is_sweet else f"{r.level:,}"
+        if r.client_limited:
+            level = f"! {level}"
+        cells = [
+            level,
+            fmt_rate(r.throughput_rps),
+            fmt_rate(r.goodput_rps),
+            fmt_ms(r.latency_mean_s),
+            fmt_rate(r.littles_l),
+            f"{r.efficiency:.2f}",
+        ]
+        if show_queue_wait:
+            cells.append(fmt_ms(r.queue_wait_mean_s))
+        cells += [fmt_ms(r.latency_p50_s), fmt_ms(r.latency_p99_s), fmt_pct(r.success_rate), errors_cell(r)]
+        style = "bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None)
+        table.add_row(*cells, style=style)
+    return table
+
+
+def verdict(
+    rows: Sequence[LevelStats], sweet: LevelStats | None, experiment: str, min_success: float
+) -> Text:
+    """One line: the sweet spot, or why there is none; and for the trap, where it collapsed."""
+    what = "limit" if experiment == "semaphore" else "concurrency"
+    if not rows:
+        return Text("no level finished: nothing to conclude")
+    if sweet is None:
+        best = max(rows, key=lambda r: r.success_rate)
+        return Text(
+            f"no sweet spot: no level reached {fmt_pct(min_success)} % success "
+            f"(best: {what} {best.level:,} at {fmt_pct(best.success_rate)} %)",
+            style="bold red",
+        )
+    line = Text(
+        f"sweet spot: {what} {sweet.level:,} — {fmt_rate(sweet.goodput_rps)} req/s "
+        f"at {fmt_pct(sweet.success_rate)} % success, p99 {fmt_ms(sweet.latency_p99_s)} ms",
+        style="bold green",
+    )
+    if sweet.client_limited:
+        line.append(
+            " (unreliable: the client, not the server, was the limit at this level)",
+            style="bold yellow",
+        )
+    above = [r for r in rows if r.level > sweet.level and r.success_rate < min_success]
+    if experiment == "trap" and above:
+        worst = min(above, key=lambda r: r.success_rate)
+        line.append(
+            f"\nabove it the trap springs: success fell to {fmt_pct(worst.success_rate)} % "
+            f"at {worst.level:,} simultaneous requests",
+            style="yellow",
+        )
+    return line
+
+
+def warnings_block(notes: Iterable[str]) -> RenderableType | None:
+    notes = list(notes)
+    if not notes:
+        return None
+    return Group(*(Text(f"warning: {n}", style="yellow") for n in notes))
+
+
+class SweepProgress(Progress):
+    """A progress bar per level that polls the running recorders on its own refresh timer,
+    so the request path never pays for display updates."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            refresh_per_second=8,
+        )
+        self._recorders: list[LevelRecorder] = []
+        self._task_id = None
+
+    def start_level(self, description: str, total: int, recorders: list[LevelRecorder]) -> None:
+        if self._task_id is not None:
+            self.remove_task(self._task_id)
+        self._recorders = recorders
+        self._task_id = self.add_task(description, total=total)
+
+    def get_renderables(self):  # type: ignore[override]
+        if self._task_id is not None:
+            self.update(self._task_id, completed=sum(r.count for r in self._recorders))
+        yield from super().get_renderables()

@@ -1,0 +1,112 @@
+"""Statistics on hand-built inputs with exact expected outputs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from asyncbench.client import FetchResult
+from asyncbench.metrics import (
+    LatencyHistogram,
+    LevelRecorder,
+    RoundFacts,
+    sweet_spot,
+    summarize,
+    warnings_for,
+)
+
+
+def test_histogram_quantiles_are_within_one_percent():
+    rng = random.Random(3)
+    values = sorted(rng.lognormvariate(-3, 1.2) for _ in range(20_000))
+    hist = LatencyHistogram()
+    for v in values:
+        hist.record(v)
+    for q in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999):
+        exact = values[max(0, int(q * len(values)) - 1)]
+        assert hist.quantile(q) == pytest.approx(exact, rel=0.011)
+    assert hist.quantile(1.0) == values[-1]
+    assert hist.mean == pytest.approx(sum(values) / len(values))
+    assert hist.count == len(values)
+
+
+def test_histogram_memory_does_not_grow_with_samples():
+    hist = LatencyHistogram()
+    buckets = len(hist.counts)
+    for i in range(100_000):
+        hist.record(0.001 * (1 + i % 500))
+    assert len(hist.counts) == buckets
+
+
+def test_histogram_merge_equals_recording_together():
+    a, b, both = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    for i in range(1, 1000):
+        (a if i % 2 else b).record(i / 1000)
+        both.record(i / 1000)
+    a.merge(b)
+    assert a.counts == both.counts and a.count == both.count
+    assert a.quantile(0.5) == both.quantile(0.5)
+
+
+def _result(ok: bool, latency: float, sent: float, error=None, status=200) -> FetchResult:
+    return FetchResult(ok=ok, status=status, latency_s=latency, attempts=1, error=error,
+                       sent_at=sent, done_at=sent + latency)
+
+
+def test_summarize_counts_rates_and_littles_law():
+    rec = LevelRecorder()
+    # 8 successes of 0.1 s and 2 shed at once, all sent at t=0: elapsed 0.1 s.
+    for _ in range(8):
+        rec.add(_result(True, 0.1, 0.0), queue_wait_s=0.0)
+    for _ in range(2):
+        rec.add(_result(False, 0.001, 0.0, error="http_5xx", status=503), queue_wait_s=0.0)
+    row = summarize("trap", 10, [(rec, RoundFacts(50.0, 10.0, 0.0))])
+    assert (row.requests, row.successes, row.failures, row.errors_http_5xx) == (10, 8, 2, 2)
+    assert row.success_rate == 0.8
+    assert row.elapsed_s == pytest.approx(0.1)
+    assert row.throughput_rps == pytest.approx(100.0)
+    assert row.goodput_rps == pytest.approx(80.0)
+    assert row.latency_mean_s == pytest.approx(0.0802)
+    assert row.littles_l == pytest.approx(100.0 * 0.0802)
+    assert row.efficiency == pytest.approx(row.littles_l / 10)
+    assert row.latency_max_s == pytest.approx(0.1)
+    assert not row.client_limited
+
+
+def test_rounds_pool_counts_and_take_the_median_rate():
+    rounds = []
+    for elapsed in (1.0, 2.0, 4.0):
+        rec = LevelRecorder()
+        for _ in range(10):
+            rec.add(_result(True, elapsed, 0.0), 0.0)
+        rounds.append((rec, RoundFacts(10.0, 5.0, 0.0)))
+    row = summarize("trap", 10, rounds)
+    assert row.requests == 30 and row.rounds == 3
+    assert row.goodput_rps == pytest.approx(5.0)  # the median of 10, 5, 2.5
+    assert (row.goodput_min_rps, row.goodput_max_rps) == (pytest.approx(2.5), pytest.approx(10.0))
+    assert any("varied" in n for n in warnings_for(row, 0.99))
+
+
+def test_client_saturation_is_flagged():
+    rec = LevelRecorder()
+    rec.add(_result(True, 0.1, 0.0), 0.0)
+    row = summarize("trap", 1000, [(rec, RoundFacts(10.0, 99.0, 0.4))])
+    assert row.client_limited
+    assert any("the client was the limit" in n for n in warnings_for(row, 0.99))
+
+
+def _row(level: int, goodput: float, success: float):
+    rec = LevelRecorder()
+    rec.add(_result(True, 0.1, 0.0), 0.0)
+    row = summarize("semaphore", level, [(rec, RoundFacts(1.0, 1.0, 0.0))])
+    row.goodput_rps, row.success_rate = goodput, success
+    return row
+
+
+def test_sweet_spot_is_best_goodput_above_the_floor_ties_to_lowest():
+    rows = [_row(10, 100, 1.0), _row(50, 300, 1.0), _row(100, 300, 0.995), _row(500, 900, 0.6)]
+    assert sweet_spot(rows, 0.99).level == 50
+    assert sweet_spot(rows, 0.5).level == 500
+    assert sweet_spot(rows, 1.0).level == 50
+    assert sweet_spot([_row(10, 1, 0.2)], 0.99) is None
