@@ -326,7 +326,7 @@ def _run_load(
             )
             title = (
                 f"{experiment}: {'embedded server' if url is None else redact_url(target)} — "
-                f"{'interrupted, ' if interrupted else ''}{len(rows)} level{'s' if len(rows) != 1 else ''}"
+                f"{'interrupted, ' if interrupted else ''}{len(rows)} {what}{'s' if len(rows) != 1 else ''}"
             )
             console.print(report.level_table(rows, sweet, title, show_queue_wait=experiment == "semaphore"))
             console.print(report.verdict(rows, sweet, experiment, min_success))

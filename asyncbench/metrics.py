@@ -262,15 +262,22 @@ def latency_quantiles(rounds: Iterable[LevelRecorder]) -> list[tuple[float, floa
     return [(q, hist.quantile(q)) for q in QUANTILES]
 
 
+# Goodputs within this fraction of the best are a tie: a difference that small is measurement
+# noise, and the lower level reaches it with less latency and less load on the server.
+TIE_TOLERANCE = 0.02
+
+
 def sweet_spot(rows: Sequence[LevelStats], min_success: float) -> LevelStats | None:
     """The level with the highest goodput among those with success_rate >= min_success.
 
-    Ties go to the lowest level. None when no level is good enough.
+    Ties (goodput within TIE_TOLERANCE of the best) go to the lowest level. None when no level
+    is good enough.
     """
     good = [r for r in rows if r.requests and r.success_rate >= min_success]
     if not good:
         return None
-    return max(good, key=lambda r: (r.goodput_rps, -r.level))
+    best = max(r.goodput_rps for r in good)
+    return min((r for r in good if r.goodput_rps >= best * (1 - TIE_TOLERANCE)), key=lambda r: r.level)
 
 
 def warnings_for(row: LevelStats, min_success: float) -> list[str]:

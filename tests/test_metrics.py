@@ -110,3 +110,6 @@ def test_sweet_spot_is_best_goodput_above_the_floor_ties_to_lowest():
     assert sweet_spot(rows, 0.5).level == 500
     assert sweet_spot(rows, 1.0).level == 50
     assert sweet_spot([_row(10, 1, 0.2)], 0.99) is None
+    # Within 2 % is a tie (noise): the lower level wins; beyond it, the higher goodput does.
+    assert sweet_spot([_row(100, 1657, 1.0), _row(200, 1670, 1.0)], 0.99).level == 100
+    assert sweet_spot([_row(100, 1600, 1.0), _row(200, 1670, 1.0)], 0.99).level == 200
