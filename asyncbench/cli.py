@@ -5,7 +5,6 @@ This is the only module that prints errors and sets exit codes (see `main`).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -101,6 +100,8 @@ def serve(
         print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
 
     try:
+        import asyncio
+
         asyncio.run(run_server(config, ready))
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", ExitCode.RUN_FAILED)
@@ -129,6 +130,7 @@ CooldownOpt = Annotated[float, typer.Option("--cooldown", help="Pause between le
 RoundsOpt = Annotated[int, typer.Option("--rounds", help="Run each level this many times; report the median and the spread.", rich_help_panel=_REQ)]
 MinSuccessOpt = Annotated[float, typer.Option("--min-success", help="Success-rate floor (0..1) for the sweet spot.", rich_help_panel=_OUT)]
 ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Folder for CSV/JSON results.", rich_help_panel=_OUT)]
+LoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio or uvloop.", rich_help_panel=_REQ)]
 SrvLatencyOpt = Annotated[float, typer.Option("--server-latency", help="Service time per request, seconds.", rich_help_panel=_SRV)]
 SrvCapacityOpt = Annotated[int, typer.Option("--server-capacity", help="Requests served at once.", rich_help_panel=_SRV)]
 SrvQueueOpt = Annotated[int, typer.Option("--server-queue", help="Requests that may wait; past that, 503.", rich_help_panel=_SRV)]
@@ -191,6 +193,8 @@ def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
     own handler is skipped when SIGINT was ignored at start (as for a background job).
     """
 
+    import asyncio
+
     async def guarded() -> Any:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -216,7 +220,26 @@ def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
+    if _LOOP["name"] == "uvloop":
+        import uvloop
+
+        return uvloop.run(guarded())
     return asyncio.run(guarded())
+
+
+# The event loop the experiments run on, set from --loop by each experiment command.
+_LOOP = {"name": "asyncio"}
+
+
+def _select_loop(name: str) -> None:
+    if name not in ("asyncio", "uvloop"):
+        raise UsageError(f"invalid --loop {name!r}: expected asyncio or uvloop")
+    if name == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise UsageError("--loop uvloop needs the uvloop package (pip install uvloop)") from None
+    _LOOP["name"] = name
 
 
 class _LoadEvents:
@@ -352,6 +375,7 @@ def trap(
     data: DataOpt = None,
     retries: RetriesOpt = 0,
     cooldown: CooldownOpt = 1.0,
+    loop: LoopOpt = "asyncio",
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
     server_latency: SrvLatencyOpt = 0.05,
@@ -372,6 +396,7 @@ def trap(
     check_range("--rounds", rounds, 1, 100)
     check_range("--cooldown", cooldown, 0, 600)
     spec = _request_spec(timeout, method, header, data, retries)
+    _select_loop(loop)
     server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
@@ -394,6 +419,7 @@ def semaphore(
     data: DataOpt = None,
     retries: RetriesOpt = 0,
     cooldown: CooldownOpt = 1.0,
+    loop: LoopOpt = "asyncio",
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
     server_latency: SrvLatencyOpt = 0.05,
@@ -413,6 +439,7 @@ def semaphore(
     check_range("--rounds", rounds, 1, 100)
     check_range("--cooldown", cooldown, 0, 600)
     spec = _request_spec(timeout, method, header, data, retries)
+    _select_loop(loop)
     server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:

@@ -180,10 +180,27 @@ class LevelStats:
         return [f.name for f in fields(cls)]
 
 
-# A client is judged saturated (its own event loop, not the server, set the pace) when it used
-# nearly a whole core and its loop answered a 10 ms ticker this late.
-CLIENT_CPU_SATURATED_PCT = 90.0
-LOOP_LAG_SATURATED_S = 0.1
+# When is the client, not the server, the limit? Two kinds of evidence:
+# - its event loop answered a 10 ms ticker late by a good part of the measured latency (so
+#   responses sat unread in the kernel that long), while the process was busy on the CPU;
+# - in a sustained run, far fewer requests were in flight than the level (L/level well below 1)
+#   while the process used nearly a whole core: it could not keep the level busy.
+LAG_FLOOR_S = 0.05
+LAG_SHARE_OF_P50 = 0.25
+BUSY_CPU_PCT = 50.0
+SATURATED_CPU_PCT = 90.0
+LOW_EFFICIENCY = 0.5
+
+
+def is_client_limited(
+    level: int, requests_per_round: int, latency_p50_s: float, efficiency: float,
+    cpu_pct: float, lag_s: float,
+) -> bool:
+    """Whether a level's figures describe the load generator rather than the target."""
+    lagged = lag_s >= LAG_FLOOR_S and lag_s >= LAG_SHARE_OF_P50 * latency_p50_s and cpu_pct >= BUSY_CPU_PCT
+    sustained = requests_per_round >= 4 * level
+    starved = sustained and efficiency < LOW_EFFICIENCY and cpu_pct >= SATURATED_CPU_PCT
+    return lagged or starved
 
 
 def summarize(
@@ -216,6 +233,8 @@ def summarize(
         rec.count / rec.elapsed_s if rec.elapsed_s else 0.0 for rec, _ in rounds
     )
     littles_l = throughput * hist.mean
+    efficiency = littles_l / level if level else 0.0
+    p50 = hist.quantile(0.50)
     cpu = max(f.client_cpu_pct for _, f in rounds)
     lag = max(f.loop_lag_max_s for _, f in rounds)
     return LevelStats(
@@ -234,12 +253,12 @@ def summarize(
         throughput_rps=throughput,
         goodput_rps=statistics.median(goodputs),
         latency_mean_s=hist.mean,
-        latency_p50_s=hist.quantile(0.50),
+        latency_p50_s=p50,
         latency_p90_s=hist.quantile(0.90),
         latency_p99_s=hist.quantile(0.99),
         latency_max_s=hist.max if requests else 0.0,
         littles_l=littles_l,
-        efficiency=littles_l / level if level else 0.0,
+        efficiency=efficiency,
         queue_wait_mean_s=queue_wait / requests if requests else 0.0,
         peak_rss_mb=max(f.peak_rss_mb for _, f in rounds),
         rounds=len(rounds),
@@ -248,7 +267,7 @@ def summarize(
         goodput_max_rps=max(goodputs),
         client_cpu_pct=cpu,
         loop_lag_max_s=lag,
-        client_limited=cpu >= CLIENT_CPU_SATURATED_PCT and lag >= LOOP_LAG_SATURATED_S,
+        client_limited=is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag),
     )
 
 
@@ -286,18 +305,18 @@ def warnings_for(row: LevelStats, min_success: float) -> list[str]:
     what = f"{'limit' if row.experiment == 'semaphore' else 'level'} {row.level}"
     if row.client_limited:
         notes.append(
-            f"{what}: the client was the limit (CPU {row.client_cpu_pct:.0f} % of a "
-            f"core, event loop {row.loop_lag_max_s * 1000:.0f} ms late): its latency and "
-            "throughput describe the load generator, not the server; lower the level or use "
-            "--requests-per-level / a longer run so the burst is not dominated by connecting"
+            f"{what}: the client was the limit (event loop {row.loop_lag_max_s * 1000:.0f} ms "
+            f"late, CPU {row.client_cpu_pct:.0f} % of a core, L/level {row.efficiency:.2f}): "
+            "its latency and throughput describe the load generator, not the server; lower "
+            "the level, or try --loop uvloop"
         )
-    elif row.loop_lag_max_s >= LOOP_LAG_SATURATED_S:
+    elif row.loop_lag_max_s >= LAG_FLOOR_S:
         notes.append(
             f"{what}: the event loop lagged {row.loop_lag_max_s * 1000:.0f} ms; "
             "latencies include time the responses waited for the client"
         )
     sustained = row.requests >= 4 * row.level * row.rounds
-    if sustained and row.success_rate >= min_success and row.efficiency < 0.5:
+    if sustained and not row.client_limited and row.success_rate >= min_success and row.efficiency < LOW_EFFICIENCY:
         notes.append(
             f"{what}: only {row.littles_l:.1f} requests were in flight on average "
             f"(L/level {row.efficiency:.2f}): requests waited in the client, not the server; "

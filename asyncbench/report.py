@@ -100,6 +100,9 @@ def level_table(
         cells += [fmt_ms(r.latency_p50_s), fmt_ms(r.latency_p99_s), fmt_pct(r.success_rate), errors_cell(r)]
         style = "bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None)
         table.add_row(*cells, style=style)
+    if any(r.client_limited for r in rows):
+        table.caption = "! the client, not the server, was the limit at this level"
+        table.caption_justify = "left"
     return table
 
 

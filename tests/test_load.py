@@ -251,3 +251,34 @@ def test_http_errors_from_nginx_are_4xx(nginx, tmp_path):
     assert out.returncode == 0, out.stderr
     [row] = read_csv(result_files(tmp_path, "trap")[0])
     assert int(row["errors_http_4xx"]) == 10 and float(row["success_rate"]) == 0.0
+
+
+def test_client_saturation_is_not_passed_off_as_server_overload(start_server, tmp_path):
+    # A server with no service time and room for everything, and a burst of 3000 connections:
+    # the server answers at once, so whatever latency is measured is the client's own event loop
+    # working through the storm. The run must say so, not blame the server.
+    url = start_server(latency=0.0, capacity=10_000, queue=0)
+    out = run_cli("trap", url, "--levels", "3000", "--cooldown", "0", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    [row] = read_csv(result_files(tmp_path, "trap")[0])
+    assert float(row["success_rate"]) == 1.0  # the server shed nothing
+    assert row["client_limited"] == "true"
+    assert "the client was the limit" in out.stdout
+    assert "! 3,000" in out.stdout or "! ★ 3,000" in out.stdout
+    meta = json.loads(result_files(tmp_path, "trap")[1].read_text())
+    assert meta["client_limited_levels"] == [3000]
+    assert meta["sweet_spot"]["reliable"] is False
+    assert "unreliable" in out.stdout
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_both_event_loops_measure_the_same_thing(start_server, tmp_path, loop):
+    pytest.importorskip(loop)
+    url = start_server(latency=0.05, capacity=100, queue=0)
+    out = run_cli("semaphore", url, "--limits", "10", "--requests", "100", "--loop", loop,
+                  "--cooldown", "0", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    [row] = read_csv(result_files(tmp_path, "semaphore")[0])
+    assert float(row["success_rate"]) == 1.0
+    assert 0.05 <= float(row["latency_p50_s"]) < 1.0
+    assert server_stats(url)["received"] == 101
