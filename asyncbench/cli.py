@@ -130,6 +130,8 @@ CooldownOpt = Annotated[float, typer.Option("--cooldown", help="Pause between le
 RoundsOpt = Annotated[int, typer.Option("--rounds", help="Run each level this many times; report the median and the spread.", rich_help_panel=_REQ)]
 MinSuccessOpt = Annotated[float, typer.Option("--min-success", help="Success-rate floor (0..1) for the sweet spot.", rich_help_panel=_OUT)]
 ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Folder for CSV/JSON results.", rich_help_panel=_OUT)]
+PlotsDirOpt = Annotated[Path, typer.Option("--plots-dir", help="Folder for charts.", rich_help_panel=_OUT)]
+NoPlotOpt = Annotated[bool, typer.Option("--no-plot", help="Skip the charts.", rich_help_panel=_OUT)]
 LoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio or uvloop.", rich_help_panel=_REQ)]
 SrvLatencyOpt = Annotated[float, typer.Option("--server-latency", help="Service time per request, seconds.", rich_help_panel=_SRV)]
 SrvCapacityOpt = Annotated[int, typer.Option("--server-capacity", help="Requests served at once.", rich_help_panel=_SRV)]
@@ -275,6 +277,7 @@ def _run_load(
     spec: RequestSpec,
     server: ServerConfig,
     results_dir: Path,
+    plots_dir: Path | None,
     min_success: float,
     settings: dict[str, Any],
     run: Callable[[RequestSpec, Any], Coroutine[Any, Any, Any]],
@@ -288,6 +291,8 @@ def _run_load(
 
     check_range("--min-success", min_success, 0, 1)
     _check_output_dir(results_dir, "--results-dir")
+    if plots_dir is not None:
+        _check_output_dir(plots_dir, "--plots-dir")
     console = report.make_console()
     what = "limit" if experiment == "semaphore" else "level"
     nofile = raise_nofile_limit()
@@ -358,6 +363,12 @@ def _run_load(
                 console.print(block)
             files = [writer.csv_path, writer.json_path] + ([writer.latency_path] if writer.latency_path else [])
             console.print("results: " + "\n         ".join(str(f) for f in files), soft_wrap=True)
+        if plots_dir is not None and rows:
+            from asyncbench.plots import run_charts
+            from asyncbench.results import read_run
+
+            charts = run_charts(read_run(writer.csv_path), plots_dir, min_success)
+            console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
     if interrupted:
         print("asyncbench: interrupted; the finished levels are saved", file=sys.stderr)
         raise typer.Exit(int(ExitCode.INTERRUPTED))
@@ -378,6 +389,8 @@ def trap(
     loop: LoopOpt = "asyncio",
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
+    plots_dir: PlotsDirOpt = Path("plots"),
+    no_plot: NoPlotOpt = False,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
     server_queue: SrvQueueOpt = 400,
@@ -404,7 +417,7 @@ def trap(
         return experiment.run(config, events)
 
     settings = {"levels": level_list, "requests_per_level": requests_per_level, "rounds": rounds, "cooldown_s": cooldown}
-    _run_load("trap", url, spec, server, results_dir, min_success, settings, run)
+    _run_load("trap", url, spec, server, results_dir, None if no_plot else plots_dir, min_success, settings, run)
 
 
 @app.command()
@@ -422,6 +435,8 @@ def semaphore(
     loop: LoopOpt = "asyncio",
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
+    plots_dir: PlotsDirOpt = Path("plots"),
+    no_plot: NoPlotOpt = False,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
     server_queue: SrvQueueOpt = 400,
@@ -447,7 +462,49 @@ def semaphore(
         return experiment.run(config, events)
 
     settings = {"limits": limit_list, "requests": requests, "rounds": rounds, "cooldown_s": cooldown}
-    _run_load("semaphore", url, spec, server, results_dir, min_success, settings, run)
+    _run_load("semaphore", url, spec, server, results_dir, None if no_plot else plots_dir, min_success, settings, run)
+
+
+
+@app.command()
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of results (CSV + JSON) to chart.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the charts.")] = Path("plots"),
+    all_runs: Annotated[bool, typer.Option("--all", help="Overlay every run of an experiment, not just the newest.")] = False,
+) -> None:
+    """Render every chart for a folder of results, and compare trap with semaphore."""
+    from asyncbench import report
+    from asyncbench.results import find_runs
+
+    runs, skipped = find_runs(results_dir)
+    for note in skipped:
+        print(f"asyncbench: warning: {note}", file=sys.stderr)
+    if not runs:
+        raise OutputError(f"no asyncbench results to plot in {str(results_dir)!r}")
+    _check_output_dir(out, "--out")
+    from asyncbench.plots import comparison_chart, overlay_charts, run_charts
+
+    console = report.make_console()
+    newest: dict[str, Any] = {}
+    by_experiment: dict[str, list[Any]] = {}
+    for run in runs:  # oldest first: the last one seen is the newest
+        newest[run.experiment] = run
+        by_experiment.setdefault(run.experiment, []).append(run)
+    written: list[Path] = []
+    for experiment, run in newest.items():
+        written += run_charts(run, out)
+        if all_runs and len(by_experiment[experiment]) > 1:
+            written += overlay_charts(by_experiment[experiment], out)
+    if "trap" in newest and "semaphore" in newest:
+        trap_run, sem_run = newest["trap"], newest["semaphore"]
+        name = f"trap-vs-semaphore-{sem_run.stem.removeprefix('semaphore-')}"
+        written.append(comparison_chart(trap_run, sem_run, out, name))
+        console.print(report.comparison_table(trap_run.frame, sem_run.frame))
+    used = ", ".join(f"{r.stem}" for r in newest.values())
+    console.print(f"charted {used}" + (f" and {sum(map(len, by_experiment.values()))} runs overlaid" if all_runs else ""))
+    console.print(f"wrote {len(written)} charts:")
+    for path in written:
+        console.print(f"  {path}", soft_wrap=True)
 
 
 

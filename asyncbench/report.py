@@ -5,7 +5,7 @@ Pure renderers: each takes result rows and returns something rich can print.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -175,3 +175,29 @@ class SweepProgress(Progress):
         if self._task_id is not None:
             self.update(self._task_id, completed=sum(r.count for r in self._recorders))
         yield from super().get_renderables()
+
+
+def comparison_table(trap: Any, sem: Any) -> Table:
+    """Unbounded vs semaphore at each level either run measured (frames with the CSV columns)."""
+    table = Table(
+        title="trap (unbounded) vs semaphore", box=box.SIMPLE_HEAD, title_justify="left",
+        pad_edge=False, padding=(0, 1), collapse_padding=True,
+    )
+    table.add_column("level /\nlimit", justify="right", no_wrap=True)
+    for header in ("trap\ngoodput\nreq/s", "sem.\ngoodput\nreq/s", "trap\nok %", "sem.\nok %",
+                   "trap\np99 ms", "sem.\np99 ms"):
+        table.add_column(header, justify="right", no_wrap=True)
+    t = {int(r.level): r for r in trap.itertuples()}
+    s = {int(r.level): r for r in sem.itertuples()}
+    for level in sorted(set(t) | set(s)):
+        a, b = t.get(level), s.get(level)
+        table.add_row(
+            f"{level:,}",
+            fmt_rate(a.goodput_rps) if a else "-",
+            fmt_rate(b.goodput_rps) if b else "-",
+            fmt_pct(a.success_rate) if a else "-",
+            fmt_pct(b.success_rate) if b else "-",
+            fmt_ms(a.latency_p99_s) if a else "-",
+            fmt_ms(b.latency_p99_s) if b else "-",
+        )
+    return table

@@ -186,3 +186,85 @@ def run_metadata(experiment: str, argv: Sequence[str], target: str, **extra: Any
         "versions": versions(),
         "host": host_facts(),
     }
+
+
+# --- reading results back (for charts) ----------------------------------------------------------
+
+LOAD_REQUIRED = (
+    "experiment", "level", "requests", "success_rate", "throughput_rps", "goodput_rps",
+    "latency_p50_s", "latency_p90_s", "latency_p99_s",
+)
+
+
+class Run:
+    """One run read back from disk: its rows, its latency quantiles, its sidecar."""
+
+    def __init__(self, csv_path: Path, frame: Any, latency: Any | None, meta: dict[str, Any]) -> None:
+        self.csv_path = csv_path
+        self.stem = csv_path.stem
+        self.frame = frame
+        self.latency = latency
+        self.meta = meta
+        self.experiment: str = str(frame["experiment"].iloc[0])
+
+    @property
+    def started(self) -> str:
+        return str(self.meta.get("started_at") or self.stem.split("-", 1)[-1])
+
+
+def read_run(csv_path: Path) -> Run:
+    """Read a load run (trap or semaphore); OutputError naming the file when it is not one."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(csv_path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise OutputError(f"{csv_path}: not a readable CSV ({exc})") from None
+    missing = [c for c in LOAD_REQUIRED if c not in frame.columns]
+    if missing:
+        raise OutputError(f"{csv_path}: not an asyncbench load result (no {', '.join(missing)})")
+    if frame.empty:
+        raise OutputError(f"{csv_path}: no rows")
+    numeric = [c for c in LOAD_REQUIRED if c != "experiment"]
+    try:
+        frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="raise")
+    except (ValueError, TypeError):
+        raise OutputError(f"{csv_path}: non-numeric values in its measurements") from None
+    experiments = set(frame["experiment"].astype(str))
+    if len(experiments) != 1 or not experiments <= {"trap", "semaphore"}:
+        raise OutputError(f"{csv_path}: unknown experiment {sorted(experiments)}")
+    frame = frame.sort_values("level").reset_index(drop=True)
+    latency = None
+    latency_path = csv_path.with_name(csv_path.stem + "-latency.csv")
+    if latency_path.exists():
+        try:
+            latency = pd.read_csv(latency_path)
+            if not {"level", "quantile", "latency_s"} <= set(latency.columns):
+                latency = None
+        except (OSError, ValueError, pd.errors.ParserError):
+            latency = None
+    meta: dict[str, Any] = {}
+    json_path = csv_path.with_suffix(".json")
+    if json_path.exists():
+        try:
+            meta = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+    return Run(csv_path, frame, latency, meta)
+
+
+def find_runs(results_dir: Path) -> tuple[list[Run], list[str]]:
+    """Every load run in a folder, oldest first, and a warning for each file skipped."""
+    if not results_dir.is_dir():
+        raise OutputError(f"results folder {str(results_dir)!r} does not exist")
+    runs: list[Run] = []
+    skipped: list[str] = []
+    for path in sorted(results_dir.glob("*.csv")):
+        if path.stem.endswith("-latency"):
+            continue
+        try:
+            runs.append(read_run(path))
+        except OutputError as exc:
+            skipped.append(f"skipped {exc}")
+    runs.sort(key=lambda r: (r.started, r.stem))
+    return runs, skipped

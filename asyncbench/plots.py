@@ -1,0 +1,256 @@
+"""Charts (matplotlib, Agg backend): one function per chart, fed the frames read from the CSVs.
+
+Every function writes `<out>/<stem>-<chart>.png` at 150 dpi and returns the path it wrote.
+Colours are the Okabe-Ito palette (safe for colour-blind readers), and every series also
+differs by marker or line style.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from asyncbench.errors import OutputError  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from asyncbench.results import Run
+
+DPI = 150
+BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, YELLOW, BLACK = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+)
+CYCLE = (BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, BLACK)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+plt.rcParams.update({
+    "figure.figsize": (8, 5),
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "legend.frameon": False,
+})
+
+
+def target_label(meta: dict[str, Any]) -> str:
+    """What was measured, for a chart's subtitle."""
+    server = meta.get("server")
+    if meta.get("target_kind") == "embedded" and server:
+        return (f"embedded server (capacity {server['capacity']}, queue {server['queue']}, "
+                f"{server['latency'] * 1000:g} ms service time)")
+    return str(meta.get("target", "target"))
+
+
+def _level_axis(ax: Axes, levels: Sequence[float], experiment: str) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = min(levels), max(levels)
+    ax.set_xlim(lo / 1.5, hi * 1.5)
+    ax.set_xlabel("semaphore limit (requests in flight)" if experiment == "semaphore"
+                  else "concurrency (simultaneous requests)")
+
+
+def _log_y(ax: Axes) -> None:
+    """A log y axis labelled 1, 2, 5, 10, 20, 50 ... in plain numbers."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _title(fig: Figure, what: str, run: Run) -> None:
+    fig.suptitle(f"{what} — {run.experiment}", fontsize=12, fontweight="bold", x=0.01, ha="left")
+    fig.text(0.01, 0.925, f"{target_label(run.meta)} · {run.stem}", fontsize=8.5, color="#444444", ha="left")
+
+
+def _mark_sweet(ax: Axes, sweet: int | None, label: bool = True) -> None:
+    if sweet is None:
+        return
+    ax.axvline(sweet, color=GREEN, linestyle=":", linewidth=1.5,
+               label=f"sweet spot ({sweet:,})" if label else None)
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> Path:
+    path = out_dir / f"{name}.png"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    except OSError as exc:
+        raise OutputError(f"cannot write chart {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def sweet_level(run: Run) -> int | None:
+    spot = run.meta.get("sweet_spot")
+    return int(spot["level"]) if isinstance(spot, dict) and "level" in spot else None
+
+
+def throughput_chart(run: Run, out_dir: Path) -> Path:
+    """Throughput (every outcome) and goodput (successes) against the level."""
+    df = run.frame
+    fig, ax = plt.subplots()
+    ax.plot(df["level"], df["throughput_rps"], marker="o", color=BLUE, label="throughput (all responses)")
+    ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
+    _mark_sweet(ax, sweet_level(run))
+    _level_axis(ax, df["level"], run.experiment)
+    ax.set_ylabel("requests per second")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left")
+    _title(fig, "Throughput and goodput", run)
+    return _save(fig, out_dir, f"{run.stem}-throughput")
+
+
+def latency_chart(run: Run, out_dir: Path) -> Path:
+    """Latency percentiles (and, for the semaphore, the wait for a slot) against the level."""
+    df = run.frame
+    fig, ax = plt.subplots()
+    for col, label, color, marker in (
+        ("latency_p50_s", "p50", BLUE, "o"),
+        ("latency_p90_s", "p90", ORANGE, "s"),
+        ("latency_p99_s", "p99", VERMILLION, "^"),
+    ):
+        ax.plot(df["level"], df[col] * 1000, marker=marker, color=color, label=label)
+    if run.experiment == "semaphore" and "queue_wait_mean_s" in df:
+        ax.plot(df["level"], df["queue_wait_mean_s"] * 1000, marker="D", color=PURPLE, linestyle="--",
+                label="mean wait for a slot (client side)")
+    _mark_sweet(ax, sweet_level(run))
+    _level_axis(ax, df["level"], run.experiment)
+    ax.set_ylabel("latency (ms)")
+    _log_y(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    _title(fig, "Latency percentiles", run)
+    return _save(fig, out_dir, f"{run.stem}-latency")
+
+
+def success_chart(run: Run, out_dir: Path, min_success: float) -> Path:
+    """Success rate against the level, with the --min-success floor."""
+    df = run.frame
+    fig, ax = plt.subplots()
+    ax.plot(df["level"], df["success_rate"] * 100, marker="o", color=BLUE, label="success rate")
+    ax.axhline(min_success * 100, color=VERMILLION, linestyle="--", linewidth=1,
+               label=f"--min-success ({min_success * 100:g} %)")
+    _mark_sweet(ax, sweet_level(run))
+    _level_axis(ax, df["level"], run.experiment)
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(loc="lower left")
+    _title(fig, "Success rate", run)
+    return _save(fig, out_dir, f"{run.stem}-success")
+
+
+def distribution_chart(run: Run, out_dir: Path) -> Path | None:
+    """Latency by percentile, one curve per level (from the -latency.csv); None without it."""
+    lat = run.latency
+    if lat is None or lat.empty:
+        return None
+    fig, ax = plt.subplots()
+    levels = sorted(lat["level"].unique())
+    cmap = plt.get_cmap("viridis")  # perceptually uniform and colour-blind safe
+    for i, level in enumerate(levels):
+        part = lat[(lat["level"] == level) & (lat["quantile"] < 1.0)].sort_values("quantile")
+        if part.empty:
+            continue
+        # HdrHistogram-style x axis: 1/(1-q), so the tail (p99, p99.9) gets room.
+        x = 1.0 / (1.0 - part["quantile"])
+        color = cmap(0.85 * i / max(1, len(levels) - 1))  # stop before the faint yellow end
+        ax.plot(x, part["latency_s"] * 1000, color=color, marker=MARKERS[i % len(MARKERS)],
+                markevery=max(1, len(part) // 6), markersize=4, label=f"{int(level):,}")
+    ax.set_xscale("log")
+    ticks = [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9")]
+    ax.set_xticks([1 / (1 - q) for q, _ in ticks], [t for _, t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(1.0, 1 / (1 - 0.999) * 1.2)
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (ms)")
+    _log_y(ax)
+    ax.legend(title="limit" if run.experiment == "semaphore" else "level", loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    _title(fig, "Latency distribution by level", run)
+    return _save(fig, out_dir, f"{run.stem}-distribution")
+
+
+def run_charts(run: Run, out_dir: Path, min_success: float | None = None) -> list[Path]:
+    """Every chart of one trap or semaphore run."""
+    floor = min_success if min_success is not None else float(
+        run.meta.get("config", {}).get("min_success", 0.99))
+    paths = [throughput_chart(run, out_dir), latency_chart(run, out_dir), success_chart(run, out_dir, floor)]
+    dist = distribution_chart(run, out_dir)
+    return paths + ([dist] if dist else [])
+
+
+def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
+    """Lab 2.2 vs Lab 2.3: goodput, success rate and latency, unbounded vs semaphore."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))
+    t, s = trap.frame, sem.frame
+    panels = (
+        ("goodput_rps", "goodput (req/s)", 1.0),
+        ("success_rate", "success rate (%)", 100.0),
+        ("latency_p99_s", "p99 latency (ms)", 1000.0),
+    )
+    for ax, (col, label, scale) in zip(axes, panels):
+        ax.plot(t["level"], t[col] * scale, marker="o", color=VERMILLION, label="unbounded (trap)")
+        ax.plot(s["level"], s[col] * scale, marker="s", color=BLUE, linestyle="--",
+                label=f"semaphore ({int(s['requests'].iloc[0]):,} requests per limit)")
+        ax.set_xscale("log")
+        # Narrow panels: decades only, so labels like 500 and 1,000 do not collide.
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("concurrency level / semaphore limit")
+        ax.set_ylabel(label)
+        if col == "success_rate":
+            ax.set_ylim(0, 105)
+        elif col == "latency_p99_s":
+            _log_y(ax)
+        else:
+            ax.set_ylim(bottom=0)
+    axes[0].legend(loc="upper left", fontsize=8.5)
+    fig.suptitle("Unbounded concurrency vs a semaphore (Lab 2.2 vs Lab 2.3)", fontsize=12,
+                 fontweight="bold", x=0.01, ha="left")
+    fig.text(0.01, 0.925, f"{target_label(sem.meta)} · {trap.stem} vs {sem.stem}", fontsize=8.5,
+             color="#444444", ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return _save(fig, out_dir, f"{name}-comparison")
+
+
+def overlay_charts(runs: Sequence[Run], out_dir: Path) -> list[Path]:
+    """With --all: every run of one experiment on the same axes (before/after a change)."""
+    experiment = runs[0].experiment
+    name = f"{experiment}-all"
+    paths: list[Path] = []
+    for col, label, scale, chart in (
+        ("goodput_rps", "goodput (req/s)", 1.0, "goodput"),
+        ("success_rate", "success rate (%)", 100.0, "success"),
+        ("latency_p99_s", "p99 latency (ms)", 1000.0, "latency"),
+    ):
+        fig, ax = plt.subplots()
+        for i, run in enumerate(runs):
+            ax.plot(run.frame["level"], run.frame[col] * scale, marker=MARKERS[i % len(MARKERS)],
+                    color=CYCLE[i % len(CYCLE)], label=f"{run.stem} — {target_label(run.meta)}")
+        _level_axis(ax, [lv for r in runs for lv in r.frame["level"]], experiment)
+        ax.set_ylabel(label)
+        if chart == "latency":
+            _log_y(ax)
+        else:
+            ax.set_ylim(bottom=0, top=105 if chart == "success" else None)
+        ax.legend(loc="best", fontsize=7.5)
+        fig.suptitle(f"{label.split(' (')[0].capitalize()} across {len(runs)} runs — {experiment}",
+                     fontsize=12, fontweight="bold", x=0.01, ha="left")
+        paths.append(_save(fig, out_dir, f"{name}-{chart}"))
+    return paths

@@ -1,0 +1,154 @@
+"""Charts from hand-built results, and `asyncbench plot` on what users throw at it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from asyncbench.client import FetchResult
+from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
+from asyncbench.results import ResultsWriter, read_run
+from conftest import run_cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _level(experiment: str, level: int, ok: int, shed: int, latency: float) -> tuple[LevelStats, list]:
+    rec = LevelRecorder()
+    for i in range(ok):
+        lat = latency * (1 + i / max(1, ok))
+        rec.add(FetchResult(True, 200, lat, 1, None, sent_at=0.0, done_at=lat), 0.0)
+    for _ in range(shed):
+        rec.add(FetchResult(False, 503, 0.002, 1, "http_5xx", sent_at=0.0, done_at=0.002), 0.0)
+    return summarize(experiment, level, [(rec, RoundFacts(50.0, 20.0, 0.001))]), latency_quantiles([rec])
+
+
+def write_run(folder: Path, experiment: str, stamp: str, shape: dict[int, tuple[int, int, float]]) -> Path:
+    """A results set as the experiments write it, from hand-picked outcomes per level."""
+    from datetime import datetime
+
+    started = datetime.strptime(stamp, "%Y%m%d-%H%M%S")
+    meta = {"experiment": experiment, "target_kind": "embedded", "target": "http://127.0.0.1:1/",
+            "server": {"capacity": 100, "queue": 400, "latency": 0.05}, "config": {"min_success": 0.99}}
+    with ResultsWriter(folder, experiment, LevelStats.columns(), meta, started, latency_file=True) as w:
+        rows = []
+        for level, (ok, shed, latency) in shape.items():
+            row, quantiles = _level(experiment, level, ok, shed, latency)
+            w.write_row(asdict(row))
+            w.write_quantiles(level, quantiles)
+            rows.append(row)
+        best = max((r for r in rows if r.success_rate >= 0.99), key=lambda r: r.goodput_rps)
+        w.write_metadata(status="complete", sweet_spot={"level": best.level})
+    return w.csv_path
+
+
+TRAP = {1: (1, 0, 0.05), 10: (10, 0, 0.06), 100: (100, 0, 0.08), 1000: (500, 500, 0.3)}
+SEM = {10: (1000, 0, 0.05), 100: (1000, 0, 0.06), 500: (1000, 0, 0.25)}
+
+
+def assert_png(path: Path) -> None:
+    assert path.exists(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width >= 800 and height >= 500  # 150 dpi: readable at 100 % zoom
+
+
+def test_every_chart_of_a_run_is_a_valid_png(tmp_path):
+    from asyncbench import plots
+
+    run = read_run(write_run(tmp_path / "results", "trap", "20260101-120000", TRAP))
+    out = tmp_path / "plots"
+    paths = plots.run_charts(run, out)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(f"trap-20260101-120000-{c}.png"
+                           for c in ("throughput", "latency", "success", "distribution"))
+    for path in paths:
+        assert_png(path)
+
+
+def test_a_run_without_its_latency_file_still_charts(tmp_path):
+    from asyncbench import plots
+
+    csv_path = write_run(tmp_path, "semaphore", "20260101-120000", SEM)
+    csv_path.with_name(csv_path.stem + "-latency.csv").unlink()
+    paths = plots.run_charts(read_run(csv_path), tmp_path / "plots")
+    assert len(paths) == 3 and all(p.exists() for p in paths)
+
+
+def test_plot_compares_only_when_both_experiments_are_present(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "trap", "20260101-120000", TRAP)
+    only_trap = run_cli("plot", str(results), "--out", str(tmp_path / "a"))
+    assert only_trap.returncode == 0, only_trap.stderr
+    assert not list((tmp_path / "a").glob("*comparison*"))
+    assert "trap (unbounded) vs semaphore" not in only_trap.stdout
+
+    write_run(results, "semaphore", "20260101-120100", SEM)
+    both = run_cli("plot", str(results), "--out", str(tmp_path / "b"))
+    assert both.returncode == 0, both.stderr
+    [comparison] = list((tmp_path / "b").glob("*-comparison.png"))
+    assert_png(comparison)
+    assert "trap (unbounded) vs semaphore" in both.stdout
+    written = sorted((tmp_path / "b").glob("*.png"))
+    assert len(written) == 9
+    for path in written:  # the command lists every file it wrote
+        assert str(path.relative_to(tmp_path / "b")) in both.stdout or path.name in both.stdout
+
+
+def test_newest_run_is_used_unless_all(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "trap", "20260101-120000", TRAP)
+    write_run(results, "trap", "20260102-120000", TRAP)
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    stems = {p.name.rsplit("-", 1)[0] for p in (tmp_path / "p").glob("trap-2026*.png")}
+    assert stems == {"trap-20260102-120000"}
+    overlay = run_cli("plot", str(results), "--out", str(tmp_path / "q"), "--all")
+    assert overlay.returncode == 0, overlay.stderr
+    for chart in ("goodput", "success", "latency"):
+        assert_png(tmp_path / "q" / f"trap-all-{chart}.png")
+
+
+def test_malformed_and_foreign_csvs_are_skipped_with_a_warning(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "trap", "20260101-120000", TRAP)
+    (results / "notes.csv").write_text("name,age\nann,3\n")
+    (results / "trap-20260101-130000.csv").write_text("experiment,level\ntrap,\x00\x01garbage\n")
+    (results / "semaphore-20260101-140000.csv").write_text("")
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    for name in ("notes.csv", "trap-20260101-130000.csv", "semaphore-20260101-140000.csv"):
+        assert name in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(list((tmp_path / "p").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "only-foreign"])
+def test_nothing_to_plot_exits_1(tmp_path, make):
+    folder = tmp_path / "results"
+    if make != "missing":
+        folder.mkdir()
+    if make == "only-foreign":
+        (folder / "x.csv").write_text("a,b\n1,2\n")
+    out = run_cli("plot", str(folder), "--out", str(tmp_path / "p"))
+    assert out.returncode == 1
+    assert str(folder) in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_experiments_render_their_charts_unless_no_plot(tmp_path):
+    out = run_cli("trap", "--levels", "1,10", "--cooldown", "0", "--results-dir", str(tmp_path / "r"),
+                  "--plots-dir", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    charts = sorted((tmp_path / "p").glob("*.png"))
+    assert len(charts) == 4
+    for chart in charts:
+        assert_png(chart)
+        assert chart.name in out.stdout
+    quiet = run_cli("semaphore", "--limits", "5", "--requests", "20", "--cooldown", "0", "--no-plot",
+                    "--results-dir", str(tmp_path / "r2"), "--plots-dir", str(tmp_path / "p2"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert not (tmp_path / "p2").exists() or not list((tmp_path / "p2").iterdir())
