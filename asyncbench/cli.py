@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Coroutine, Iterator, Optional
@@ -171,9 +171,11 @@ def _target(url: str | None, server: ServerConfig) -> Iterator[str]:
 
     embedded = EmbeddedServer(server)
     try:
-        yield embedded.start() + "/"
+        started = embedded.start()
     except RuntimeError as exc:
         raise TargetError(str(exc)) from None
+    try:
+        yield started + "/"
     finally:
         embedded.stop()
 
@@ -256,7 +258,7 @@ class _LoadEvents:
 
     def level_started(self, level: int, total: int, recorders: list[LevelRecorder]) -> None:
         if self.progress is not None:
-            self.progress.start_level(f"{self.what} {level:,}", total, recorders)
+            self.progress.start_step(f"{self.what} {level:,}", total, lambda: sum(r.count for r in recorders))
 
     def level_finished(self, result: LevelResult) -> None:
         self.writer.write_row(asdict(result.stats))
@@ -303,7 +305,6 @@ def _run_load(
             f"limit is {nofile:,}: requests beyond it fail with 'Too many open files' "
             "(raise the hard limit: ulimit -Hn)[/]"
         )
-    interrupted = False
     with _target(url, server) as target:
         spec.url = target
         ok, detail = _run_async(preflight(spec))
@@ -328,14 +329,7 @@ def _run_load(
         with ResultsWriter(results_dir, experiment, LevelStats.columns(), metadata, started, latency_file=True) as writer:
             progress = report.SweepProgress(console) if console.is_terminal else None
             events = _LoadEvents(writer, progress, what, len(settings.get("levels") or settings.get("limits") or []))
-            try:
-                if progress is not None:
-                    with progress:
-                        _run_async(run(spec, events))
-                else:
-                    _run_async(run(spec, events))
-            except KeyboardInterrupt:
-                interrupted = True
+            interrupted = _run_steps(progress, run(spec, events))
             rows = events.rows
             sweet = metrics.sweet_spot(rows, min_success)
             notes = [n for r in rows for n in metrics.warnings_for(r, min_success)]
@@ -361,16 +355,37 @@ def _run_load(
             block = report.warnings_block(notes)
             if block is not None:
                 console.print(block)
-            files = [writer.csv_path, writer.json_path] + ([writer.latency_path] if writer.latency_path else [])
-            console.print("results: " + "\n         ".join(str(f) for f in files), soft_wrap=True)
-        if plots_dir is not None and rows:
-            from asyncbench.plots import run_charts
-            from asyncbench.results import read_run
+        _finish(console, writer, [], plots_dir, bool(rows), interrupted, f"{what}s", min_success)
 
-            charts = run_charts(read_run(writer.csv_path), plots_dir, min_success)
-            console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
+
+def _run_steps(progress: Any, coro: Coroutine[Any, Any, Any]) -> bool:
+    """Run an experiment under the progress display; True when Ctrl-C interrupted it."""
+    try:
+        if progress is not None:
+            with progress:
+                _run_async(coro)
+        else:
+            _run_async(coro)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _finish(
+    console: Any, writer: Any, extra_files: list[Path], plots_dir: Path | None, any_rows: bool,
+    interrupted: bool, steps: str, min_success: float | None = None,
+) -> None:
+    """List the files written, render the charts, and exit 130 if the run was interrupted."""
+    files = [writer.csv_path, writer.json_path, *([writer.latency_path] if writer.latency_path else []), *extra_files]
+    console.print("results: " + "\n         ".join(str(f) for f in files), soft_wrap=True)
+    if plots_dir is not None and any_rows:
+        from asyncbench.plots import run_charts
+        from asyncbench.results import read_run
+
+        charts = run_charts(read_run(writer.csv_path), plots_dir, min_success)
+        console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
     if interrupted:
-        print("asyncbench: interrupted; the finished levels are saved", file=sys.stderr)
+        print(f"asyncbench: interrupted; the finished {steps} are saved", file=sys.stderr)
         raise typer.Exit(int(ExitCode.INTERRUPTED))
 
 
@@ -464,6 +479,176 @@ def semaphore(
     settings = {"limits": limit_list, "requests": requests, "rounds": rounds, "cooldown_s": cooldown}
     _run_load("semaphore", url, spec, server, results_dir, None if no_plot else plots_dir, min_success, settings, run)
 
+
+
+class _PipelineEvents:
+    """Wires the pipeline's pair events to the results writer and the progress display."""
+
+    def __init__(self, writer: Any, progress: Any, total: int) -> None:
+        self.writer = writer
+        self.progress = progress
+        self.total = total
+        self.rows: list[Any] = []
+
+    def pair_started(self, input_mb: float, batch_size: int, concurrency: int, expected: int,
+                     progress: list[int]) -> None:
+        if self.progress is not None:
+            self.progress.start_step(f"{input_mb:g} MB, batch {batch_size}, concurrency {concurrency}",
+                                     expected, lambda: progress[0])
+
+    def pair_finished(self, result: Any) -> None:
+        self.writer.write_row(asdict(result))
+        self.rows.append(result)
+        self.writer.write_metadata(pairs_completed=len(self.rows))
+        if self.progress is None:
+            print(f"asyncbench: batch {result.batch_size}, concurrency {result.concurrency}, "
+                  f"{result.input_mb:g} MB done: {result.chunks:,} chunks, "
+                  f"{result.throughput_cps:,.1f} chunks/s, {result.success_rate * 100:.1f} % ok, "
+                  f"peak traced {result.peak_traced_mb:.2f} MB ({len(self.rows)} of {self.total} runs)",
+                  file=sys.stderr, flush=True)
+
+
+def _parse_sizes(text: str) -> list[float]:
+    sizes: list[float] = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(f"invalid --generate-mb value {item.strip()!r} in {text!r}: expected sizes in MB") from None
+        check_range("--generate-mb", value, 0, 4096, low_inclusive=False)
+        sizes.append(value)
+    return sorted(set(sizes))
+
+
+@app.command()
+def pipeline(
+    url: Annotated[Optional[str], typer.Argument(help="Embedding API URL (loopback). Omitted: the embedded server's /embed.", show_default=False)] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", help="Text file to ingest.", show_default=False)] = None,
+    generate_mb: Annotated[Optional[str], typer.Option("--generate-mb", help="Synthetic input of this many MB (comma list: one run per size). Default 1 without --input.", show_default=False)] = None,
+    chunk_bytes: Annotated[int, typer.Option("--chunk-bytes", help="Chunk size in bytes (UTF-8 characters are never split).")] = 1024,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes, comma-separated.")] = "50",
+    concurrency: Annotated[str, typer.Option("--concurrency", help="Requests in flight, comma-separated.")] = "25",
+    output: Annotated[Optional[Path], typer.Option("--output", help="JSONL file for the results (only when one combination runs).", show_default=False)] = None,
+    retries: RetriesOpt = 3,
+    timeout: TimeoutOpt = 10.0,
+    header: HeaderOpt = None,
+    cooldown: CooldownOpt = 1.0,
+    loop: LoopOpt = "asyncio",
+    results_dir: ResultsDirOpt = Path("results"),
+    plots_dir: PlotsDirOpt = Path("plots"),
+    no_plot: NoPlotOpt = False,
+    server_latency: SrvLatencyOpt = 0.05,
+    server_capacity: SrvCapacityOpt = 100,
+    server_queue: SrvQueueOpt = 400,
+    server_error_rate: SrvErrorRateOpt = 0.0,
+) -> None:
+    """Stream a file in chunks to an embedding API in batches, in flat memory (Lab 2.5).
+
+    Every (batch size, concurrency) pair runs; results stream to a JSONL file per pair.
+    """
+    import tempfile
+
+    from asyncbench import metrics, report
+    from asyncbench.experiments import pipeline as experiment
+    from asyncbench.experiments.load import RequestSpec, preflight
+    from asyncbench.results import ResultsWriter, redact_header, redact_url, run_metadata
+
+    if input_file is not None and generate_mb is not None:
+        raise UsageError("use --input FILE or --generate-mb N, not both")
+    check_range("--chunk-bytes", chunk_bytes, 4, 16 * 1024 * 1024)
+    batch_list = parse_int_list("--batch-sizes", batch_sizes, maximum=100_000)
+    conc_list = parse_int_list("--concurrency", concurrency, maximum=10_000)
+    check_range("--retries", retries, 0, 100)
+    check_range("--timeout", timeout, 0, low_inclusive=False)
+    check_range("--cooldown", cooldown, 0, 600)
+    headers = parse_headers(header)
+    _select_loop(loop)
+    server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
+    sizes = _parse_sizes(generate_mb) if generate_mb is not None else ([] if input_file else [1.0])
+    if input_file is not None:
+        try:
+            with open(input_file, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise UsageError(f"cannot read --input {str(input_file)!r}: {exc.strerror or exc}") from None
+        if input_file.is_dir():
+            raise UsageError(f"cannot read --input {str(input_file)!r}: it is a folder")
+    runs = (1 if input_file else len(sizes)) * len(batch_list) * len(conc_list)
+    if output is not None and runs > 1:
+        raise UsageError(f"--output {str(output)!r} takes one run, but {runs} combinations were asked for")
+    _check_output_dir(results_dir, "--results-dir")
+    if plots_dir is not None and not no_plot:
+        _check_output_dir(plots_dir, "--plots-dir")
+    console = report.make_console()
+
+    with tempfile.TemporaryDirectory(prefix="asyncbench-") as scratch, _target(url, server) as target:
+        endpoint = target.rstrip("/") + "/embed" if url is None else target
+        inputs: list[tuple[Path, float]] = []
+        if input_file is not None:
+            inputs.append((input_file, input_file.stat().st_size / (1024 * 1024)))
+        for size in sizes:
+            path = Path(scratch) / f"generated-{size:g}mb.txt"
+            experiment.generate_text(path, size)
+            inputs.append((path, size))
+        probe = RequestSpec(url=endpoint, method="POST", headers={**headers, "Content-Type": "application/json"},
+                            data=b'{"id": -1, "text": "asyncbench pre-flight"}', timeout=timeout)
+        ok, detail = _run_async(preflight(probe))
+        if not ok:
+            raise TargetError(f"target {redact_url(endpoint)} is unreachable: {detail}")
+        started = datetime.now()
+        metadata = run_metadata(
+            "pipeline", ["asyncbench", *sys.argv[1:]], endpoint,
+            target_kind="url" if url else "embedded",
+            server=asdict(server) if url is None else None,
+            config={
+                "input": str(input_file) if input_file else None,
+                "generate_mb": sizes or None,
+                "chunk_bytes": chunk_bytes, "batch_sizes": batch_list, "concurrency": conc_list,
+                "retries": retries, "timeout_s": timeout, "cooldown_s": cooldown,
+                "headers": [redact_header(f"{k}: {v}") for k, v in headers.items()],
+            },
+            preflight=detail,
+            pairs_completed=0,
+        )
+        columns = [f.name for f in fields(experiment.PairResult)]
+        with ResultsWriter(results_dir, "pipeline", columns, metadata, started) as writer:
+            several_inputs = len(inputs) > 1
+            output_for = {}
+            for _, size in inputs:
+                for b in batch_list:
+                    for c in conc_list:
+                        suffix = f"-{size:g}mb" if several_inputs else ""
+                        output_for[(size, b, c)] = output or results_dir / f"{writer.stem}{suffix}-b{b}-c{c}.jsonl"
+            config = experiment.PipelineConfig(
+                request=experiment.PipelineSpec(url=endpoint, headers=headers, timeout=timeout, retries=retries),
+                inputs=inputs, chunk_bytes=chunk_bytes, batch_sizes=batch_list, concurrency=conc_list,
+                output_for=output_for, cooldown=cooldown,
+            )
+            progress = report.SweepProgress(console) if console.is_terminal else None
+            events = _PipelineEvents(writer, progress, runs)
+            interrupted = _run_steps(progress, experiment.run(config, events))
+            rows = events.rows
+            findings = metrics.pipeline_findings(rows)
+            writer.write_metadata(
+                status="interrupted" if interrupted else "complete",
+                finished_at=datetime.now().isoformat(timespec="seconds"),
+                findings=findings,
+                outputs=[str(p) for p in output_for.values()],
+            )
+            source = f"{input_file}" if input_file else "generated text"
+            title = (f"pipeline: {source} → {'embedded server /embed' if url is None else redact_url(endpoint)}"
+                     f"{' — interrupted' if interrupted else ''}")
+            console.print(report.pipeline_table(rows, title))
+            for line in findings:
+                console.print(line)
+            if rows and not findings:
+                best = max(rows, key=lambda r: r.throughput_cps)
+                console.print(
+                    f"{best.chunks:,} chunks in {best.elapsed_s:.1f} s at {best.success_rate * 100:.1f} % success; "
+                    f"peak traced memory {best.peak_traced_mb:.2f} MB above baseline"
+                )
+            jsonl = sorted({Path(r.output) for r in rows})
+        _finish(console, writer, jsonl, None if no_plot else plots_dir, bool(rows), interrupted, "runs")
 
 
 @app.command()

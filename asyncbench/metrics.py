@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, fields
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from asyncbench.client import ERROR_KINDS, FetchResult
 
@@ -330,3 +330,33 @@ def warnings_for(row: LevelStats, min_success: float) -> list[str]:
                 "use more --rounds or a quieter machine"
             )
     return notes
+
+
+def pipeline_findings(rows: Sequence[Any]) -> list[str]:
+    """What the pipeline sweeps show about memory: flat across input sizes and batch sizes,
+    growing with concurrency. Each finding compares rows that differ in one setting only."""
+    findings: list[str] = []
+
+    def compare(axis: str, label: str, unit: str) -> None:
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        others = [a for a in ("input_mb", "batch_size", "concurrency") if a != axis]
+        for r in rows:
+            groups.setdefault(tuple(getattr(r, a) for a in others), []).append(r)
+        for group in groups.values():
+            if len(group) < 2:
+                continue
+            group = sorted(group, key=lambda r: getattr(r, axis))
+            lo, hi = group[0], group[-1]
+            x_lo, x_hi = getattr(lo, axis), getattr(hi, axis)
+            change = (hi.peak_traced_mb / lo.peak_traced_mb) if lo.peak_traced_mb > 0 else float("inf")
+            findings.append(
+                f"{label} {x_lo:g}{unit} → {x_hi:g}{unit} (×{x_hi / x_lo:g}): peak traced memory "
+                f"{lo.peak_traced_mb:.2f} → {hi.peak_traced_mb:.2f} MB (×{change:.2f}), "
+                f"throughput {lo.throughput_cps:,.0f} → {hi.throughput_cps:,.0f} chunks/s"
+            )
+            return  # one comparison per axis is enough for a summary line
+
+    compare("input_mb", "input", " MB")
+    compare("batch_size", "batch size", "")
+    compare("concurrency", "concurrency", "")
+    return findings

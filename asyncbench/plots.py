@@ -186,12 +186,64 @@ def distribution_chart(run: Run, out_dir: Path) -> Path | None:
 
 
 def run_charts(run: Run, out_dir: Path, min_success: float | None = None) -> list[Path]:
-    """Every chart of one trap or semaphore run."""
+    """Every chart of one run."""
+    if run.experiment == "pipeline":
+        return pipeline_charts(run, out_dir)
     floor = min_success if min_success is not None else float(
         run.meta.get("config", {}).get("min_success", 0.99))
     paths = [throughput_chart(run, out_dir), latency_chart(run, out_dir), success_chart(run, out_dir, floor)]
     dist = distribution_chart(run, out_dir)
     return paths + ([dist] if dist else [])
+
+
+_PIPELINE_AXES = {
+    "input_mb": ("input size (MB)", "input"),
+    "batch_size": ("batch size (chunks)", "batch"),
+    "concurrency": ("concurrency (requests in flight)", "concurrency"),
+}
+
+
+def pipeline_sweep_chart(run: Run, out_dir: Path, axis: str) -> Path:
+    """Throughput and peak traced memory against one setting, a line per value of the others."""
+    df = run.frame
+    xlabel, chart = _PIPELINE_AXES[axis]
+    others = [a for a in _PIPELINE_AXES if a != axis]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, (key, group) in enumerate(df.groupby(others, sort=True)):
+        group = group.sort_values(axis)
+        label = ", ".join(f"{_PIPELINE_AXES[a][1]} {v:g}{' MB' if a == 'input_mb' else ''}"
+                          for a, v in zip(others, key))
+        style = dict(marker=MARKERS[i % len(MARKERS)], color=CYCLE[i % len(CYCLE)], label=label)
+        left.plot(group[axis], group["throughput_cps"], **style)
+        right.plot(group[axis], group["peak_traced_mb"], **style)
+    for ax in (left, right):
+        values = sorted(df[axis].unique())
+        if len(values) > 1 and values[-1] / values[0] >= 4:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(values)
+        ax.set_xlabel(xlabel)
+    # Start at zero (flat must look flat) with headroom above the highest point.
+    left.set_ylim(0, max(df["throughput_cps"].max(), 1e-9) * 1.15)
+    right.set_ylim(0, max(df["peak_traced_mb"].max(), 1e-9) * 1.15)
+    left.set_ylabel("throughput (chunks per second)")
+    right.set_ylabel("peak traced memory above baseline (MB)")
+    right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.suptitle(f"Pipeline throughput and memory vs {xlabel.split(' (')[0]}", fontsize=12,
+                 fontweight="bold", x=0.01, ha="left")
+    fig.text(0.01, 0.925, f"{target_label(run.meta)} · {run.stem}", fontsize=8.5, color="#444444", ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return _save(fig, out_dir, f"{run.stem}-{chart}")
+
+
+def pipeline_charts(run: Run, out_dir: Path) -> list[Path]:
+    """The lab's sweeps: vs batch size and vs concurrency (and vs input size when swept).
+    A setting that was not swept is charted only when nothing was, so a single run still
+    gets its picture."""
+    swept = [a for a in _PIPELINE_AXES if run.frame[a].nunique() > 1]
+    axes = swept or ["batch_size", "concurrency"]
+    return [pipeline_sweep_chart(run, out_dir, axis) for axis in axes]
 
 
 def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:

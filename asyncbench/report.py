@@ -5,15 +5,17 @@ Pure renderers: each takes result rows and returns something rich can print.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from asyncbench.metrics import LevelRecorder, LevelStats
+from asyncbench.metrics import LevelStats
 
 SWEET_MARK = "★"
 _ERROR_LABELS = (
@@ -149,8 +151,8 @@ def warnings_block(notes: Iterable[str]) -> RenderableType | None:
 
 
 class SweepProgress(Progress):
-    """A progress bar per level that polls the running recorders on its own refresh timer,
-    so the request path never pays for display updates."""
+    """A progress bar per step (level, pair) that polls a counter on its own refresh timer, so
+    the request path never pays for display updates."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(
@@ -162,18 +164,18 @@ class SweepProgress(Progress):
             transient=True,
             refresh_per_second=8,
         )
-        self._recorders: list[LevelRecorder] = []
-        self._task_id = None
+        self._done: Callable[[], int] = lambda: 0
+        self._task_id: TaskID | None = None
 
-    def start_level(self, description: str, total: int, recorders: list[LevelRecorder]) -> None:
+    def start_step(self, description: str, total: int, done: Callable[[], int]) -> None:
         if self._task_id is not None:
             self.remove_task(self._task_id)
-        self._recorders = recorders
+        self._done = done
         self._task_id = self.add_task(description, total=total)
 
     def get_renderables(self):  # type: ignore[override]
         if self._task_id is not None:
-            self.update(self._task_id, completed=sum(r.count for r in self._recorders))
+            self.update(self._task_id, completed=self._done())
         yield from super().get_renderables()
 
 
@@ -199,5 +201,24 @@ def comparison_table(trap: Any, sem: Any) -> Table:
             fmt_pct(b.success_rate) if b else "-",
             fmt_ms(a.latency_p99_s) if a else "-",
             fmt_ms(b.latency_p99_s) if b else "-",
+        )
+    return table
+
+
+def pipeline_table(rows: Sequence[Any], title: str) -> Table:
+    """One row per (input, batch size, concurrency): throughput and memory."""
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+        collapse_padding=True,
+    )
+    for header in ("input\nMB", "batch", "conc.", "chunks", "ok\n%", "chunks\n/s", "p50\nms",
+                   "p99\nms", "traced\nMB", "RSS\nMB"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            f"{r.input_mb:g}", f"{r.batch_size:,}", f"{r.concurrency:,}", f"{r.chunks:,}",
+            fmt_pct(r.success_rate), fmt_rate(r.throughput_cps), fmt_ms(r.latency_p50_s),
+            fmt_ms(r.latency_p99_s), f"{r.peak_traced_mb:.2f}", f"{r.peak_rss_mb:.1f}",
+            style=None if r.success_rate == 1.0 else "red",
         )
     return table

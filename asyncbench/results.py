@@ -194,6 +194,13 @@ LOAD_REQUIRED = (
     "experiment", "level", "requests", "success_rate", "throughput_rps", "goodput_rps",
     "latency_p50_s", "latency_p90_s", "latency_p99_s",
 )
+PIPELINE_REQUIRED = (
+    "experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
+    "throughput_cps", "peak_traced_mb", "peak_rss_mb",
+)
+# Columns a CSV must have to be charted, and the order its rows are charted in.
+REQUIRED = {"trap": LOAD_REQUIRED, "semaphore": LOAD_REQUIRED, "pipeline": PIPELINE_REQUIRED}
+SORT_BY = {"trap": ["level"], "semaphore": ["level"], "pipeline": ["input_mb", "batch_size", "concurrency"]}
 
 
 class Run:
@@ -213,27 +220,28 @@ class Run:
 
 
 def read_run(csv_path: Path) -> Run:
-    """Read a load run (trap or semaphore); OutputError naming the file when it is not one."""
+    """Read a run's CSV (and its sidecars); OutputError naming the file when it is not one."""
     import pandas as pd
 
     try:
         frame = pd.read_csv(csv_path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise OutputError(f"{csv_path}: not a readable CSV ({exc})") from None
-    missing = [c for c in LOAD_REQUIRED if c not in frame.columns]
+    if "experiment" not in frame.columns or frame.empty:
+        raise OutputError(f"{csv_path}: not an asyncbench result (no experiment column, or no rows)")
+    experiments = set(frame["experiment"].astype(str))
+    if len(experiments) != 1 or not experiments <= set(REQUIRED):
+        raise OutputError(f"{csv_path}: not an asyncbench result (experiment {sorted(experiments)})")
+    experiment = experiments.pop()
+    missing = [c for c in REQUIRED[experiment] if c not in frame.columns]
     if missing:
-        raise OutputError(f"{csv_path}: not an asyncbench load result (no {', '.join(missing)})")
-    if frame.empty:
-        raise OutputError(f"{csv_path}: no rows")
-    numeric = [c for c in LOAD_REQUIRED if c != "experiment"]
+        raise OutputError(f"{csv_path}: not an asyncbench {experiment} result (no {', '.join(missing)})")
+    numeric = [c for c in REQUIRED[experiment] if c != "experiment"]
     try:
         frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="raise")
     except (ValueError, TypeError):
         raise OutputError(f"{csv_path}: non-numeric values in its measurements") from None
-    experiments = set(frame["experiment"].astype(str))
-    if len(experiments) != 1 or not experiments <= {"trap", "semaphore"}:
-        raise OutputError(f"{csv_path}: unknown experiment {sorted(experiments)}")
-    frame = frame.sort_values("level").reset_index(drop=True)
+    frame = frame.sort_values(SORT_BY[experiment]).reset_index(drop=True)
     latency = None
     latency_path = csv_path.with_name(csv_path.stem + "-latency.csv")
     if latency_path.exists():
