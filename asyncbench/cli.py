@@ -652,6 +652,87 @@ def pipeline(
 
 
 @app.command()
+def threads(
+    url: UrlArg = None,
+    tasks: Annotated[int, typer.Option("--tasks", help="Coroutines per phase.")] = 10,
+    sleep: Annotated[float, typer.Option("--sleep", help="Seconds each task sleeps (blocking, non-blocking, to_thread).")] = 0.2,
+    timeout: TimeoutOpt = 10.0,
+    results_dir: ResultsDirOpt = Path("results"),
+    plots_dir: PlotsDirOpt = Path("plots"),
+    no_plot: NoPlotOpt = False,
+    server_latency: SrvLatencyOpt = 0.05,
+) -> None:
+    """asyncio is one thread: concurrent, not parallel (Lab 2.1).
+
+    Four phases of coroutines — awaiting a GET, calling time.sleep, awaiting asyncio.sleep,
+    awaiting asyncio.to_thread — with the thread each ran on and the event loop's worst lag.
+    """
+    from asyncbench import metrics, report
+    from asyncbench.experiments import threads as experiment
+    from asyncbench.experiments.load import RequestSpec, preflight
+    from asyncbench.results import ResultsWriter, redact_url, run_metadata
+
+    check_range("--tasks", tasks, 1, 1000)
+    check_range("--sleep", sleep, 0, 10)
+    check_range("--timeout", timeout, 0, low_inclusive=False)
+    server = _server_config(server_latency, 100, 400, 0.0)
+    _check_output_dir(results_dir, "--results-dir")
+    if not no_plot:
+        _check_output_dir(plots_dir, "--plots-dir")
+    console = report.make_console()
+    with _target(url, server) as target:
+        ok, detail = _run_async(preflight(RequestSpec(url=target, timeout=timeout)))
+        if not ok:
+            raise TargetError(f"target {redact_url(target)} is unreachable: {detail}")
+        metadata = run_metadata(
+            "threads", ["asyncbench", *sys.argv[1:]], target,
+            target_kind="url" if url else "embedded",
+            server=asdict(server) if url is None else None,
+            config={"tasks": tasks, "sleep_s": sleep, "timeout_s": timeout,
+                    "to_thread_workers": tasks, "default_executor_workers": experiment.default_pool_size()},
+            preflight=detail,
+        )
+        columns = [f.name for f in fields(experiment.TaskRecord)]
+        summaries: list[Any] = []
+        with ResultsWriter(results_dir, "threads", columns, metadata, datetime.now()) as writer:
+
+            def on_phase(phase: Any) -> None:
+                for record in phase.records:
+                    writer.write_row(asdict(record))
+                summaries.append(metrics.summarize_phase(
+                    phase.phase, [r.duration_s for r in phase.records], [r.thread_name for r in phase.records],
+                    phase.wall_s, phase.loop_lag_max_s))
+                console.print(report.phase_table(phase.phase, phase.records))
+
+            config = experiment.ThreadsConfig(url=target, tasks=tasks, sleep=sleep, timeout=timeout)
+            interrupted = _run_steps(None, experiment.run(config, on_phase))
+            console.print(report.phase_summary_table(summaries))
+            coroutine_threads = {r["coroutine_thread"] for r in _read_rows(writer.csv_path)}
+            verdict = metrics.threads_verdict(summaries, coroutine_threads) if summaries else "no phase finished"
+            console.print(verdict, style="bold")
+            if any(s.phase == "to_thread" for s in summaries) and tasks > experiment.default_pool_size():
+                console.print(
+                    f"note: to_thread ran on a pool of {tasks} workers; asyncio's default pool has "
+                    f"{experiment.default_pool_size()} (min(32, CPUs + 4)) and would run {tasks} tasks in waves",
+                    style="yellow",
+                )
+            writer.write_metadata(
+                status="interrupted" if interrupted else "complete",
+                finished_at=datetime.now().isoformat(timespec="seconds"),
+                summary=[asdict(s) for s in summaries],
+                verdict=verdict,
+            )
+        _finish(console, writer, [], None if no_plot else plots_dir, bool(summaries), interrupted, "phases")
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@app.command()
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Folder of results (CSV + JSON) to chart.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the charts.")] = Path("plots"),

@@ -360,3 +360,68 @@ def pipeline_findings(rows: Sequence[Any]) -> list[str]:
     compare("batch_size", "batch size", "")
     compare("concurrency", "concurrency", "")
     return findings
+
+
+@dataclass
+class PhaseSummary:
+    """How one `threads` phase used time: wall clock against the sum and the max of its tasks."""
+
+    phase: str
+    tasks: int
+    wall_s: float
+    sum_s: float
+    max_s: float
+    wall_over_sum: float
+    wall_over_max: float
+    loop_lag_max_s: float
+    threads: list[str]
+    pattern: str  # serialized, overlapped, or partly overlapped
+
+
+def summarize_phase(phase: str, durations: Sequence[float], thread_names: Sequence[str],
+                    wall_s: float, loop_lag_max_s: float) -> PhaseSummary:
+    """Serialized when the wall time is close to the sum of the tasks' durations (one at a time);
+    overlapped when it is close to the longest one (all at once)."""
+    total, longest = sum(durations), max(durations, default=0.0)
+    if len(durations) > 1 and wall_s >= 0.8 * total:
+        pattern = "serialized"
+    elif wall_s <= 1.5 * longest:
+        pattern = "overlapped"
+    else:
+        pattern = "partly overlapped"
+    return PhaseSummary(
+        phase=phase,
+        tasks=len(durations),
+        wall_s=wall_s,
+        sum_s=total,
+        max_s=longest,
+        wall_over_sum=wall_s / total if total else 0.0,
+        wall_over_max=wall_s / longest if longest else 0.0,
+        loop_lag_max_s=loop_lag_max_s,
+        threads=sorted(set(thread_names)),
+        pattern=pattern,
+    )
+
+
+def threads_verdict(summaries: Sequence[PhaseSummary], coroutine_threads: set[str]) -> str:
+    """The lab's answer, with the evidence of this run."""
+    by = {s.phase: s for s in summaries}
+    parts = []
+    if len(coroutine_threads) == 1:
+        parts.append(f"asyncio is single-threaded: every coroutine ran on {next(iter(coroutine_threads))}")
+    else:
+        parts.append(f"coroutines ran on {len(coroutine_threads)} threads: {', '.join(sorted(coroutine_threads))}")
+    if "blocking" in by and "nonblocking" in by:
+        b, n = by["blocking"], by["nonblocking"]
+        parts.append(
+            f"concurrent, not parallel: time.sleep {b.pattern} the tasks (wall {b.wall_s:.2f} s vs "
+            f"sum {b.sum_s:.2f} s, loop {b.loop_lag_max_s * 1000:.0f} ms late) while await "
+            f"asyncio.sleep {n.pattern} them (wall {n.wall_s:.2f} s vs max {n.max_s:.2f} s)"
+        )
+    if "to_thread" in by:
+        t = by["to_thread"]
+        parts.append(
+            f"asyncio.to_thread moved the blocking call to {len(t.threads)} worker thread"
+            f"{'s' if len(t.threads) != 1 else ''} and {t.pattern} it (wall {t.wall_s:.2f} s)"
+        )
+    return "; ".join(parts) + "."

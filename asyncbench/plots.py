@@ -189,6 +189,8 @@ def run_charts(run: Run, out_dir: Path, min_success: float | None = None) -> lis
     """Every chart of one run."""
     if run.experiment == "pipeline":
         return pipeline_charts(run, out_dir)
+    if run.experiment == "threads":
+        return [threads_timeline(run, out_dir)]
     floor = min_success if min_success is not None else float(
         run.meta.get("config", {}).get("min_success", 0.99))
     paths = [throughput_chart(run, out_dir), latency_chart(run, out_dir), success_chart(run, out_dir, floor)]
@@ -244,6 +246,52 @@ def pipeline_charts(run: Run, out_dir: Path) -> list[Path]:
     swept = [a for a in _PIPELINE_AXES if run.frame[a].nunique() > 1]
     axes = swept or ["batch_size", "concurrency"]
     return [pipeline_sweep_chart(run, out_dir, axis) for axis in axes]
+
+
+def threads_timeline(run: Run, out_dir: Path) -> Path:
+    """One horizontal bar per task, one panel per phase: serialized vs overlapped at a glance.
+
+    Bars on the event loop's thread are blue; bars on worker threads (to_thread) are orange and
+    carry the worker's name."""
+    from matplotlib.patches import Patch
+
+    from asyncbench.metrics import summarize_phase
+
+    df = run.frame
+    phases = list(dict.fromkeys(df["phase"]))
+    tasks = int(df["task_id"].max()) + 1
+    loop_thread = str(df["coroutine_thread"].iloc[0]) if "coroutine_thread" in df else "MainThread"
+    fig, axes = plt.subplots(len(phases), 1, figsize=(9, 1.2 + (0.25 * tasks + 0.7) * len(phases)),
+                             sharex=True, squeeze=False)
+    for ax, phase in zip(axes[:, 0], phases):
+        part = df[df["phase"] == phase]
+        wall = float(part["end_s"].max())
+        summary = summarize_phase(phase, list(part["end_s"] - part["start_s"]), list(part["thread_name"]),
+                                  wall, 0.0)
+        for row in part.itertuples():
+            on_loop = row.thread_name == loop_thread
+            width = (row.end_s - row.start_s) * 1000
+            ax.barh(row.task_id, width, left=row.start_s * 1000, height=0.7,
+                    color=BLUE if on_loop else ORANGE, edgecolor="white", linewidth=0.5)
+            if not on_loop:
+                ax.text(row.end_s * 1000, row.task_id, f" {row.thread_name}", va="center", fontsize=6.5,
+                        color="#444444")
+        where = "on one thread" if summary.threads == [loop_thread] else f"on {len(summary.threads)} threads"
+        ax.set_title(f"{phase} — {wall * 1000:,.0f} ms wall, {summary.sum_s * 1000:,.0f} ms of task time: "
+                     f"{summary.pattern} {where}", fontsize=10, loc="left")
+        ax.set_ylabel("task")
+        ax.set_yticks(range(tasks) if tasks <= 20 else range(0, tasks, max(1, tasks // 10)))
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylim(tasks - 0.5, -0.5)
+        ax.grid(axis="y", visible=False)
+    axes[-1, 0].set_xlabel("time since the phase started (ms)")
+    handles = [Patch(color=BLUE, label=f"{loop_thread} (the event loop)")]
+    if (df["thread_name"] != loop_thread).any():
+        handles.append(Patch(color=ORANGE, label="worker threads (asyncio.to_thread)"))
+    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
+    fig.suptitle("asyncio is one thread: concurrent, not parallel", fontsize=12, fontweight="bold", x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return _save(fig, out_dir, f"{run.stem}-timeline")
 
 
 def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:

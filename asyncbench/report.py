@@ -222,3 +222,33 @@ def pipeline_table(rows: Sequence[Any], title: str) -> Table:
             style=None if r.success_rate == 1.0 else "red",
         )
     return table
+
+
+def phase_table(phase: str, records: Sequence[Any]) -> Table:
+    """Task id → thread, start, end, for one `threads` phase."""
+    table = Table(title=f"phase: {phase}", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
+                  padding=(0, 1), collapse_padding=True)
+    table.add_column("task", justify="right", no_wrap=True)
+    table.add_column("thread", no_wrap=True)
+    for header in ("start\nms", "end\nms", "took\nms"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in records:
+        thread = r.thread_name if r.thread_name == r.coroutine_thread else f"{r.thread_name} (from {r.coroutine_thread})"
+        table.add_row(str(r.task_id), thread, f"{r.start_s * 1000:,.1f}", f"{r.end_s * 1000:,.1f}",
+                      f"{r.duration_s * 1000:,.1f}", style=None if r.ok else "red")
+    return table
+
+
+def phase_summary_table(summaries: Sequence[Any]) -> Table:
+    """Wall time against the sum and the max of the tasks, and the loop's worst lag, per phase."""
+    table = Table(title="summary", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
+                  padding=(0, 1), collapse_padding=True)
+    table.add_column("phase", no_wrap=True)
+    for header in ("wall\ns", "sum\ns", "max\ns", "wall/\nsum", "wall/\nmax", "loop\nlag ms", "threads"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("tasks\nwere", no_wrap=True)
+    for s in summaries:
+        table.add_row(s.phase, f"{s.wall_s:.3f}", f"{s.sum_s:.3f}", f"{s.max_s:.3f}", f"{s.wall_over_sum:.2f}",
+                      f"{s.wall_over_max:.2f}", f"{s.loop_lag_max_s * 1000:,.1f}", str(len(s.threads)),
+                      s.pattern, style="yellow" if s.pattern == "serialized" else None)
+    return table

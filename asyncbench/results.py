@@ -198,9 +198,12 @@ PIPELINE_REQUIRED = (
     "experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
     "throughput_cps", "peak_traced_mb", "peak_rss_mb",
 )
+THREADS_REQUIRED = ("experiment", "phase", "task_id", "thread_name", "start_s", "end_s")
 # Columns a CSV must have to be charted, and the order its rows are charted in.
-REQUIRED = {"trap": LOAD_REQUIRED, "semaphore": LOAD_REQUIRED, "pipeline": PIPELINE_REQUIRED}
-SORT_BY = {"trap": ["level"], "semaphore": ["level"], "pipeline": ["input_mb", "batch_size", "concurrency"]}
+REQUIRED = {"trap": LOAD_REQUIRED, "semaphore": LOAD_REQUIRED, "pipeline": PIPELINE_REQUIRED,
+            "threads": THREADS_REQUIRED}
+SORT_BY = {"trap": ["level"], "semaphore": ["level"], "pipeline": ["input_mb", "batch_size", "concurrency"],
+           "threads": []}
 
 
 class Run:
@@ -236,12 +239,13 @@ def read_run(csv_path: Path) -> Run:
     missing = [c for c in REQUIRED[experiment] if c not in frame.columns]
     if missing:
         raise OutputError(f"{csv_path}: not an asyncbench {experiment} result (no {', '.join(missing)})")
-    numeric = [c for c in REQUIRED[experiment] if c != "experiment"]
+    numeric = [c for c in REQUIRED[experiment] if c not in ("experiment", "phase", "thread_name")]
     try:
         frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="raise")
     except (ValueError, TypeError):
         raise OutputError(f"{csv_path}: non-numeric values in its measurements") from None
-    frame = frame.sort_values(SORT_BY[experiment]).reset_index(drop=True)
+    if SORT_BY[experiment]:
+        frame = frame.sort_values(SORT_BY[experiment]).reset_index(drop=True)
     latency = None
     latency_path = csv_path.with_name(csv_path.stem + "-latency.csv")
     if latency_path.exists():

@@ -1,10 +1,12 @@
-"""Process-level facts and limits: open-file limit, peak resident memory, CPU time."""
+"""Process-level facts and limits: open-file limit, peak resident memory, CPU time, loop lag."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
@@ -72,3 +74,28 @@ def cpu_seconds() -> float:
     """CPU time (user + system) this process has used so far."""
     t = os.times()
     return t.user + t.system
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop wakes a task that sleeps `interval` seconds."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.max_lag = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            lag = time.perf_counter() - start - self.interval
+            if lag > self.max_lag:
+                self.max_lag = lag
+
+    def __enter__(self) -> LoopLagMonitor:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()

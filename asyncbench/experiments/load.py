@@ -16,7 +16,7 @@ from typing import Protocol
 
 from asyncbench.client import AsyncHttpClient
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
-from asyncbench.system import PeakRss, cpu_seconds
+from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
 
 _perf = time.perf_counter
 
@@ -47,31 +47,6 @@ class LevelEvents(Protocol):
     def level_started(self, level: int, total: int, recorders: list[LevelRecorder]) -> None: ...
 
     def level_finished(self, result: LevelResult) -> None: ...
-
-
-class LoopLagMonitor:
-    """Measures how late the event loop wakes a task that sleeps `interval` seconds."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        self.interval = interval
-        self.max_lag = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            start = _perf()
-            await asyncio.sleep(self.interval)
-            lag = _perf() - start - self.interval
-            if lag > self.max_lag:
-                self.max_lag = lag
-
-    def __enter__(self) -> LoopLagMonitor:
-        self._task = asyncio.get_running_loop().create_task(self._tick())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 async def run_round(

@@ -1,0 +1,121 @@
+"""Lab 2.1: is asyncio single-threaded or multi-threaded, parallel or concurrent?
+
+Four phases of `tasks` coroutines gathered on one event loop, each recording the thread it ran
+on and when it started and ended:
+
+- concurrent:  each awaits a GET of the target — they overlap while waiting on the network;
+- blocking:    each calls time.sleep inside the coroutine — the loop is stuck, they serialize;
+- nonblocking: each awaits asyncio.sleep — they overlap;
+- to_thread:   each awaits asyncio.to_thread(time.sleep, ...) — the blocking call moves to worker
+               threads, whose names are recorded, and the loop stays free.
+
+A ticker task that wakes every 10 ms measures how late the loop was in each phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from asyncbench.client import AsyncHttpClient
+from asyncbench.system import LoopLagMonitor
+
+PHASES = ("concurrent", "blocking", "nonblocking", "to_thread")
+_perf = time.perf_counter
+
+
+@dataclass
+class TaskRecord:
+    """One CSV row of `threads`: one task in one phase. Times are seconds from the phase's start."""
+
+    experiment: str
+    phase: str
+    task_id: int
+    thread_name: str  # where the work ran: the loop's thread, or a worker thread for to_thread
+    coroutine_thread: str  # where the coroutine itself ran
+    start_s: float
+    end_s: float
+    duration_s: float
+    ok: bool  # concurrent: the GET succeeded; other phases: always true
+
+
+@dataclass
+class PhaseRun:
+    phase: str
+    records: list[TaskRecord]
+    wall_s: float
+    loop_lag_max_s: float
+
+
+@dataclass
+class ThreadsConfig:
+    url: str
+    tasks: int = 10
+    sleep: float = 0.2
+    timeout: float = 10.0
+
+
+def default_pool_size() -> int:
+    """Workers in asyncio's default executor: min(32, CPUs + 4)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+async def _phase(name: str, tasks: int, body: Callable[[], Awaitable[tuple[str, bool]]]) -> PhaseRun:
+    with LoopLagMonitor() as lag:
+        await asyncio.sleep(0)  # let the ticker take its first step before the tasks start
+        t0 = _perf()
+
+        async def task(i: int) -> TaskRecord:
+            start = _perf() - t0
+            coroutine_thread = threading.current_thread().name
+            thread_name, ok = await body()
+            end = _perf() - t0
+            return TaskRecord("threads", name, i, thread_name, coroutine_thread, start, end, end - start, ok)
+
+        records = list(await asyncio.gather(*(task(i) for i in range(tasks))))
+        wall = _perf() - t0
+        # The ticker reports a lag only when it wakes: give it one more turn after the phase.
+        await asyncio.sleep(lag.interval * 2)
+    return PhaseRun(name, records, wall, lag.max_lag)
+
+
+async def run(config: ThreadsConfig, on_phase: Callable[[PhaseRun], None]) -> list[PhaseRun]:
+    """Run the four phases in order, reporting each as it finishes."""
+    loop = asyncio.get_running_loop()
+    # One worker per task, so to_thread can overlap them all; the default pool has only
+    # min(32, CPUs + 4) workers and would run the tasks in waves.
+    executor = ThreadPoolExecutor(max_workers=config.tasks, thread_name_prefix="asyncio-worker")
+    loop.set_default_executor(executor)
+    results: list[PhaseRun] = []
+    async with AsyncHttpClient(max_concurrency=None, timeout=config.timeout, keep_body=False) as client:
+
+        async def concurrent() -> tuple[str, bool]:
+            result = await client.fetch(config.url)
+            return threading.current_thread().name, result.ok
+
+        async def blocking() -> tuple[str, bool]:
+            time.sleep(config.sleep)  # deliberately blocks the event loop: the lesson
+            return threading.current_thread().name, True
+
+        async def nonblocking() -> tuple[str, bool]:
+            await asyncio.sleep(config.sleep)
+            return threading.current_thread().name, True
+
+        def sleep_in_worker() -> str:
+            time.sleep(config.sleep)
+            return threading.current_thread().name
+
+        async def to_thread() -> tuple[str, bool]:
+            return await asyncio.to_thread(sleep_in_worker), True
+
+        for name, body in zip(PHASES, (concurrent, blocking, nonblocking, to_thread)):
+            phase = await _phase(name, config.tasks, body)
+            results.append(phase)
+            on_phase(phase)
+    executor.shutdown(wait=False)
+    return results
