@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Coroutine, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -53,7 +54,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = None,
 ) -> None:
@@ -75,10 +76,11 @@ def serve(
     queue: Annotated[int, typer.Option(help="Requests that may wait for a slot; past that, 503.")] = 400,
     error_rate: Annotated[float, typer.Option(help="Fraction of requests answered 500 (0..1).")] = 0.0,
     rate_limit: Annotated[float, typer.Option(help="Requests per second before 429 with Retry-After; 0 is off.")] = 0.0,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for the injected faults (reproducible runs).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the injected faults (reproducible runs).")] = None,
 ) -> None:
     """Run the embedded target server until Ctrl-C or SIGTERM."""
-    from asyncbench.server import ServerConfig, serve as run_server
+    from asyncbench.server import ServerConfig
+    from asyncbench.server import serve as run_server
 
     config = ServerConfig(
         host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
@@ -115,16 +117,16 @@ _OUT = "Output"
 _SRV = "Embedded server (when no URL is given)"
 
 UrlArg = Annotated[
-    Optional[str],
+    str | None,
     typer.Argument(help="Target URL, on a loopback address. Omitted: the embedded server.", show_default=False),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Total time allowed per request, seconds.", rich_help_panel=_REQ)]
 MethodOpt = Annotated[str, typer.Option("--method", "-X", help="HTTP method.", rich_help_panel=_REQ)]
 HeaderOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--header", "-H", help="Request header 'Name: value' (repeatable). Secrets are redacted from results.", rich_help_panel=_REQ, show_default=False),
 ]
-DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Request body; '@FILE' reads a file.", rich_help_panel=_REQ, show_default=False)]
+DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="Request body; '@FILE' reads a file.", rich_help_panel=_REQ, show_default=False)]
 RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries per request (timeouts, connection errors, 5xx, 429).", rich_help_panel=_REQ)]
 CooldownOpt = Annotated[float, typer.Option("--cooldown", help="Pause between levels, seconds, so the target drains.", rich_help_panel=_REQ)]
 RoundsOpt = Annotated[int, typer.Option("--rounds", help="Run each level this many times; report the median and the spread.", rich_help_panel=_REQ)]
@@ -393,7 +395,7 @@ def _finish(
 def trap(
     url: UrlArg = None,
     levels: Annotated[str, typer.Option("--levels", help="Concurrency levels, comma-separated.")] = "1,5,10,25,50,100,200,500,1000,2000",
-    requests_per_level: Annotated[Optional[int], typer.Option("--requests-per-level", help="Requests per level. Default: the level itself, one burst.", show_default=False)] = None,
+    requests_per_level: Annotated[int | None, typer.Option("--requests-per-level", help="Requests per level. Default: the level itself, one burst.", show_default=False)] = None,
     rounds: RoundsOpt = 1,
     timeout: TimeoutOpt = 10.0,
     method: MethodOpt = "GET",
@@ -522,13 +524,13 @@ def _parse_sizes(text: str) -> list[float]:
 
 @app.command()
 def pipeline(
-    url: Annotated[Optional[str], typer.Argument(help="Embedding API URL (loopback). Omitted: the embedded server's /embed.", show_default=False)] = None,
-    input_file: Annotated[Optional[Path], typer.Option("--input", help="Text file to ingest.", show_default=False)] = None,
-    generate_mb: Annotated[Optional[str], typer.Option("--generate-mb", help="Synthetic input of this many MB (comma list: one run per size). Default 1 without --input.", show_default=False)] = None,
+    url: Annotated[str | None, typer.Argument(help="Embedding API URL (loopback). Omitted: the embedded server's /embed.", show_default=False)] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", help="Text file to ingest.", show_default=False)] = None,
+    generate_mb: Annotated[str | None, typer.Option("--generate-mb", help="Synthetic input of this many MB (comma list: one run per size). Default 1 without --input.", show_default=False)] = None,
     chunk_bytes: Annotated[int, typer.Option("--chunk-bytes", help="Chunk size in bytes (UTF-8 characters are never split).")] = 1024,
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes, comma-separated.")] = "50",
     concurrency: Annotated[str, typer.Option("--concurrency", help="Requests in flight, comma-separated.")] = "25",
-    output: Annotated[Optional[Path], typer.Option("--output", help="JSONL file for the results (only when one combination runs).", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="JSONL file for the results (only when one combination runs).", show_default=False)] = None,
     retries: RetriesOpt = 3,
     timeout: TimeoutOpt = 10.0,
     header: HeaderOpt = None,

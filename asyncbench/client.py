@@ -10,9 +10,10 @@ import asyncio
 import json as jsonlib
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import aiohttp
 

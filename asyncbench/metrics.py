@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from asyncbench.client import ERROR_KINDS, FetchResult
 

@@ -7,8 +7,9 @@ differs by marker or line style.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -214,7 +215,7 @@ def pipeline_sweep_chart(run: Run, out_dir: Path, axis: str) -> Path:
     for i, (key, group) in enumerate(df.groupby(others, sort=True)):
         group = group.sort_values(axis)
         label = ", ".join(f"{_PIPELINE_AXES[a][1]} {v:g}{' MB' if a == 'input_mb' else ''}"
-                          for a, v in zip(others, key))
+                          for a, v in zip(others, key, strict=True))
         style = dict(marker=MARKERS[i % len(MARKERS)], color=CYCLE[i % len(CYCLE)], label=label)
         left.plot(group[axis], group["throughput_cps"], **style)
         right.plot(group[axis], group["peak_traced_mb"], **style)
@@ -263,7 +264,7 @@ def threads_timeline(run: Run, out_dir: Path) -> Path:
     loop_thread = str(df["coroutine_thread"].iloc[0]) if "coroutine_thread" in df else "MainThread"
     fig, axes = plt.subplots(len(phases), 1, figsize=(9, 1.2 + (0.25 * tasks + 0.7) * len(phases)),
                              sharex=True, squeeze=False)
-    for ax, phase in zip(axes[:, 0], phases):
+    for ax, phase in zip(axes[:, 0], phases, strict=True):
         part = df[df["phase"] == phase]
         wall = float(part["end_s"].max())
         summary = summarize_phase(phase, list(part["end_s"] - part["start_s"]), list(part["thread_name"]),
@@ -303,7 +304,7 @@ def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
         ("success_rate", "success rate (%)", 100.0),
         ("latency_p99_s", "p99 latency (ms)", 1000.0),
     )
-    for ax, (col, label, scale) in zip(axes, panels):
+    for ax, (col, label, scale) in zip(axes, panels, strict=True):
         ax.plot(t["level"], t[col] * scale, marker="o", color=VERMILLION, label="unbounded (trap)")
         ax.plot(s["level"], s[col] * scale, marker="s", color=BLUE, linestyle="--",
                 label=f"semaphore ({int(s['requests'].iloc[0]):,} requests per limit)")

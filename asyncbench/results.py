@@ -13,9 +13,10 @@ import os
 import platform
 import re
 import socket
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from asyncbench import __version__

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from email.utils import formatdate
 import time
+from email.utils import formatdate
 
 import pytest
+from conftest import server_stats
 
 from asyncbench.client import AsyncHttpClient, parse_retry_after
-from conftest import server_stats
 
 
 def run(coro):
@@ -181,7 +181,7 @@ def test_session_is_closed_on_exit_and_on_cancellation(start_server):
     client = run(cancelled())
     assert seen["session"].closed
     with pytest.raises(RuntimeError, match="not open"):
-        client.session
+        _ = client.session
 
 
 def test_client_rejects_bad_settings():

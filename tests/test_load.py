@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import free_port, read_csv, result_files, run_cli, server_stats
 
 from asyncbench.metrics import LevelStats
-from conftest import free_port, read_csv, result_files, run_cli, server_stats
 
 DESIGN_COLUMNS = [
     "experiment", "level", "requests", "successes", "failures",

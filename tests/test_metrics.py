@@ -11,8 +11,8 @@ from asyncbench.metrics import (
     LatencyHistogram,
     LevelRecorder,
     RoundFacts,
-    sweet_spot,
     summarize,
+    sweet_spot,
     warnings_for,
 )
 

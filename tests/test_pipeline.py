@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_csv, run_cli
 
 from asyncbench.experiments.pipeline import batches, clean, generate_text, read_chunks
 from asyncbench.server import embed
-from conftest import read_csv, run_cli
 
 TEXT = "héllo wörld — 東京 データ 🚀 naïve café ✓ " * 40
 

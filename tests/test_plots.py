@@ -7,11 +7,11 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from conftest import run_cli
 
 from asyncbench.client import FetchResult
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
 from asyncbench.results import ResultsWriter, read_run
-from conftest import run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,9 +12,10 @@ import urllib.error
 import urllib.request
 from collections import Counter
 
+from conftest import server_stats
+
 from asyncbench.client import AsyncHttpClient
 from asyncbench.server import ServerConfig, embed
-from conftest import server_stats
 
 
 def test_burst_beyond_capacity_and_queue_is_shed(start_server):

@@ -9,7 +9,6 @@ semaphore it is the wait for a slot, the lesson of Lab 2.3; for the trap it is 0
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -108,7 +107,7 @@ async def run_sweep(
                 await asyncio.sleep(cooldown)
             first = False
             facts.append(await run_round(spec, level, total, bounded, recorder))
-        stats = summarize(experiment, level, list(zip(recorders, facts)))
+        stats = summarize(experiment, level, list(zip(recorders, facts, strict=True)))
         result = LevelResult(stats, latency_quantiles(recorders))
         results.append(result)
         events.level_finished(result)

@@ -16,9 +16,10 @@ import random
 import re
 import time
 import tracemalloc
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Protocol
+from typing import IO, Protocol
 
 from asyncbench.client import AsyncHttpClient, FetchResult
 from asyncbench.metrics import LatencyHistogram

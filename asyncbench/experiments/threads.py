@@ -18,9 +18,9 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from asyncbench.client import AsyncHttpClient
 from asyncbench.system import LoopLagMonitor
@@ -113,7 +113,7 @@ async def run(config: ThreadsConfig, on_phase: Callable[[PhaseRun], None]) -> li
         async def to_thread() -> tuple[str, bool]:
             return await asyncio.to_thread(sleep_in_worker), True
 
-        for name, body in zip(PHASES, (concurrent, blocking, nonblocking, to_thread)):
+        for name, body in zip(PHASES, (concurrent, blocking, nonblocking, to_thread), strict=True):
             phase = await _phase(name, config.tasks, body)
             results.append(phase)
             on_phase(phase)
