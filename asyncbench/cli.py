@@ -738,7 +738,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Folder of results (CSV + JSON) to chart.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the charts.")] = Path("plots"),
-    all_runs: Annotated[bool, typer.Option("--all", help="Overlay every run of an experiment, not just the newest.")] = False,
+    all_runs: Annotated[bool, typer.Option("--all", help="Overlay every trap / semaphore run, not just the newest.")] = False,
 ) -> None:
     """Render every chart for a folder of results, and compare trap with semaphore."""
     from asyncbench import report
@@ -761,7 +761,7 @@ def plot(
     written: list[Path] = []
     for experiment, run in newest.items():
         written += run_charts(run, out)
-        if all_runs and len(by_experiment[experiment]) > 1:
+        if all_runs and experiment in ("trap", "semaphore") and len(by_experiment[experiment]) > 1:
             written += overlay_charts(by_experiment[experiment], out)
     if "trap" in newest and "semaphore" in newest:
         trap_run, sem_run = newest["trap"], newest["semaphore"]
@@ -786,3 +786,9 @@ def main() -> None:
     except KeyboardInterrupt:
         print("asyncbench: interrupted", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug must not print a traceback
+        if os.environ.get("ASYNCBENCH_DEBUG"):
+            raise
+        print(f"asyncbench: internal error: {type(exc).__name__}: {exc} "
+              "(set ASYNCBENCH_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        sys.exit(int(ExitCode.RUN_FAILED))

@@ -350,8 +350,9 @@ def overlay_charts(runs: Sequence[Run], out_dir: Path) -> list[Path]:
             _log_y(ax)
         else:
             ax.set_ylim(bottom=0, top=105 if chart == "success" else None)
-        ax.legend(loc="best", fontsize=7.5)
-        fig.suptitle(f"{label.split(' (')[0].capitalize()} across {len(runs)} runs — {experiment}",
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=7.5)  # below: never on the data
+        what = {"goodput": "Goodput", "success": "Success rate", "latency": "p99 latency"}[chart]
+        fig.suptitle(f"{what} across {len(runs)} runs — {experiment}",
                      fontsize=12, fontweight="bold", x=0.01, ha="left")
         paths.append(_save(fig, out_dir, f"{name}-{chart}"))
     return paths

@@ -112,6 +112,25 @@ def test_newest_run_is_used_unless_all(tmp_path):
         assert_png(tmp_path / "q" / f"trap-all-{chart}.png")
 
 
+def test_all_with_pipeline_runs_charts_them_without_overlays(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    header = ("experiment,input_mb,batch_size,concurrency,chunks,successes,failures,success_rate,batches,"
+              "attempts,elapsed_s,throughput_cps,latency_p50_s,latency_p99_s,peak_traced_mb,peak_rss_mb,output")
+    for stamp, tput in (("20260101-120000", 300), ("20260101-130000", 320)):
+        rows = [f"pipeline,1,50,{c},1024,1024,0,1,21,1024,3.2,{tput * c / 25},0.06,0.08,{0.5 + c / 50},52,x.jsonl"
+                for c in (10, 25, 50)]
+        (results / f"pipeline-{stamp}.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    write_run(results, "trap", "20260101-120000", TRAP)
+    write_run(results, "trap", "20260101-140000", TRAP)
+    out = run_cli("plot", str(results), "--all", "--out", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    assert_png(tmp_path / "p" / "pipeline-20260101-130000-concurrency.png")
+    assert (tmp_path / "p" / "trap-all-goodput.png").exists()
+    assert not list((tmp_path / "p").glob("pipeline-all-*"))
+
+
 def test_malformed_and_foreign_csvs_are_skipped_with_a_warning(tmp_path):
     results = tmp_path / "results"
     write_run(results, "trap", "20260101-120000", TRAP)
