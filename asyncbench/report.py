@@ -78,7 +78,7 @@ def level_table(
 ) -> Table:
     """Little's-law table: λ throughput, goodput, W mean latency, L = λW, L/level, p50/p99."""
     table = Table(
-        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 0),
         collapse_padding=True,
     )
     level_name = "limit" if show_queue_wait else "level"
@@ -189,7 +189,7 @@ def comparison_table(trap: Any, sem: Any) -> Table:
     """Unbounded vs semaphore at each level either run measured (frames with the CSV columns)."""
     table = Table(
         title="trap (unbounded) vs semaphore", box=box.SIMPLE_HEAD, title_justify="left",
-        pad_edge=False, padding=(0, 1), collapse_padding=True,
+        pad_edge=False, padding=(0, 0), collapse_padding=True,
     )
     table.add_column("level /\nlimit", justify="right", no_wrap=True)
     for header in ("trap\ngoodput\nreq/s", "sem.\ngoodput\nreq/s", "trap\nok %", "sem.\nok %",
@@ -214,7 +214,7 @@ def comparison_table(trap: Any, sem: Any) -> Table:
 def pipeline_table(rows: Sequence[Any], title: str) -> Table:
     """One row per (input, batch size, concurrency): throughput and memory."""
     table = Table(
-        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1),
+        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 0),
         collapse_padding=True,
     )
     for header in ("input\nMB", "batch", "conc.", "chunks", "ok\n%", "chunks\n/s", "p50\nms",
@@ -233,7 +233,7 @@ def pipeline_table(rows: Sequence[Any], title: str) -> Table:
 def phase_table(phase: str, records: Sequence[Any]) -> Table:
     """Task id → thread, start, end, for one `threads` phase."""
     table = Table(title=f"phase: {phase}", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
-                  padding=(0, 1), collapse_padding=True)
+                  padding=(0, 0), collapse_padding=True)
     table.add_column("task", justify="right", no_wrap=True)
     table.add_column("thread", no_wrap=True)
     for header in ("start\nms", "end\nms", "took\nms"):
@@ -248,7 +248,7 @@ def phase_table(phase: str, records: Sequence[Any]) -> Table:
 def phase_summary_table(summaries: Sequence[Any]) -> Table:
     """Wall time against the sum and the max of the tasks, and the loop's worst lag, per phase."""
     table = Table(title="summary", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
-                  padding=(0, 1), collapse_padding=True)
+                  padding=(0, 0), collapse_padding=True)
     table.add_column("phase", no_wrap=True)
     for header in ("wall\ns", "sum\ns", "max\ns", "wall/\nsum", "wall/\nmax", "loop\nlag ms", "threads"):
         table.add_column(header, justify="right", no_wrap=True)
