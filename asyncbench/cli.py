@@ -61,11 +61,6 @@ def _root(
     """asyncbench: how much concurrency should I use, and what happens when I use too much?"""
 
 
-def _fail(message: str, code: ExitCode) -> None:
-    print(f"asyncbench: error: {message}", file=sys.stderr)
-    raise typer.Exit(int(code))
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -106,7 +101,7 @@ def serve(
 
         asyncio.run(run_server(config, ready))
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", ExitCode.RUN_FAILED)
+        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     print("asyncbench serve: stopped", flush=True)
 
 
