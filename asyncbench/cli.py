@@ -418,6 +418,11 @@ def trap(
     level_list = parse_int_list("--levels", levels)
     if requests_per_level is not None:
         check_range("--requests-per-level", requests_per_level, 1, MAX_REQUESTS)
+        if requests_per_level < level_list[-1]:
+            raise UsageError(
+                f"invalid --requests-per-level {requests_per_level}: level {level_list[-1]} needs at least "
+                f"{level_list[-1]} requests to have them all in flight at once"
+            )
     check_range("--rounds", rounds, 1, 100)
     check_range("--cooldown", cooldown, 0, 600)
     spec = _request_spec(timeout, method, header, data, retries)
@@ -463,6 +468,9 @@ def semaphore(
 
     limit_list = parse_int_list("--limits", limits)
     check_range("--requests", requests, 1, MAX_REQUESTS)
+    if limit_list[-1] > requests:
+        print(f"asyncbench: warning: --requests {requests} is below limit {limit_list[-1]:,}: "
+              f"at most {requests} requests can be in flight at once", file=sys.stderr)
     check_range("--rounds", rounds, 1, 100)
     check_range("--cooldown", cooldown, 0, 600)
     spec = _request_spec(timeout, method, header, data, retries)

@@ -182,6 +182,7 @@ def test_secrets_never_reach_the_results(start_server, tmp_path):
         (["trap", "--min-success", "1.5"], "--min-success 1.5"),
         (["trap", "--server-capacity", "0"], "--server-capacity 0"),
         (["trap", "--data", "@/no/such/file"], "/no/such/file"),
+        (["trap", "--levels", "10,1000", "--requests-per-level", "100"], "--requests-per-level 100"),
     ],
 )
 def test_bad_input_exits_2_naming_the_value(args, named, tmp_path):

@@ -74,7 +74,7 @@ def asyncbench_semaphore(url: str, limit: int, requests: int, extra: list[str] |
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [sys.executable, "-m", "asyncbench", "semaphore", url, "--limits", str(limit),
-             "--requests", str(requests), "--cooldown", "0", "--results-dir", tmp, *(extra or [])],
+             "--requests", str(requests), "--cooldown", "0", "--no-plot", "--results-dir", tmp, *(extra or [])],
             check=True, capture_output=True, text=True,
         )
         [path] = [p for p in Path(tmp).glob("semaphore-*.csv") if not p.stem.endswith("latency")]

@@ -55,7 +55,7 @@ def _trap_peak(url: str, level: int, rounds: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [sys.executable, "-m", "asyncbench", "trap", url, "--levels", str(level), "--rounds", str(rounds),
-             "--cooldown", "0", "--results-dir", tmp], check=True, capture_output=True,
+             "--cooldown", "0", "--no-plot", "--results-dir", tmp], check=True, capture_output=True,
         )
         [path] = [p for p in Path(tmp).glob("trap-*.csv") if not p.stem.endswith("latency")]
         with open(path, newline="") as f:
