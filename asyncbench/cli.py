@@ -373,8 +373,12 @@ def _finish(
     interrupted: bool, steps: str, min_success: float | None = None,
 ) -> None:
     """List the files written, render the charts, and exit 130 if the run was interrupted."""
-    files = [writer.csv_path, writer.json_path, *([writer.latency_path] if writer.latency_path else []), *extra_files]
-    console.print("results: " + "\n         ".join(str(f) for f in files), soft_wrap=True)
+    files = [str(f) for f in (writer.csv_path, writer.json_path, writer.latency_path) if f]
+    if len(extra_files) > 3:  # say where they are rather than list a screenful
+        files.append(f"{len(extra_files)} files {writer.csv_path.parent / writer.stem}-*{extra_files[0].suffix}")
+    else:
+        files += [str(f) for f in extra_files]
+    console.print("results: " + "\n         ".join(files), soft_wrap=True)
     if plots_dir is not None and any_rows:
         from asyncbench.plots import run_charts
         from asyncbench.results import read_run

@@ -338,28 +338,33 @@ def pipeline_findings(rows: Sequence[Any]) -> list[str]:
     growing with concurrency. Each finding compares rows that differ in one setting only."""
     findings: list[str] = []
 
-    def compare(axis: str, label: str, unit: str) -> None:
+    names = {"input_mb": ("input", " MB"), "batch_size": ("batch size", ""), "concurrency": ("concurrency", "")}
+
+    def compare(axis: str) -> None:
         groups: dict[tuple[Any, ...], list[Any]] = {}
-        others = [a for a in ("input_mb", "batch_size", "concurrency") if a != axis]
+        others = [a for a in names if a != axis]
         for r in rows:
             groups.setdefault(tuple(getattr(r, a) for a in others), []).append(r)
-        for group in groups.values():
-            if len(group) < 2:
-                continue
-            group = sorted(group, key=lambda r: getattr(r, axis))
-            lo, hi = group[0], group[-1]
-            x_lo, x_hi = getattr(lo, axis), getattr(hi, axis)
-            change = (hi.peak_traced_mb / lo.peak_traced_mb) if lo.peak_traced_mb > 0 else float("inf")
-            findings.append(
-                f"{label} {x_lo:g}{unit} → {x_hi:g}{unit} (×{x_hi / x_lo:g}): peak traced memory "
-                f"{lo.peak_traced_mb:.2f} → {hi.peak_traced_mb:.2f} MB (×{change:.2f}), "
-                f"throughput {lo.throughput_cps:,.0f} → {hi.throughput_cps:,.0f} chunks/s"
-            )
-            return  # one comparison per axis is enough for a summary line
+        swept = {k: g for k, g in groups.items() if len(g) > 1}
+        if not swept:
+            return
+        # At the largest other settings: there a change in this one has the most room to show
+        # (concurrency above the batch size, say, cannot take effect).
+        key = max(swept)
+        group = sorted(swept[key], key=lambda r: getattr(r, axis))
+        lo, hi = group[0], group[-1]
+        x_lo, x_hi = getattr(lo, axis), getattr(hi, axis)
+        label, unit = names[axis]
+        at = ", ".join(f"{names[a][0]} {v:g}{names[a][1]}" for a, v in zip(others, key, strict=True))
+        change = (hi.peak_traced_mb / lo.peak_traced_mb) if lo.peak_traced_mb > 0 else float("inf")
+        findings.append(
+            f"{label} {x_lo:g}{unit} → {x_hi:g}{unit} (×{x_hi / x_lo:g}, at {at}): peak traced memory "
+            f"{lo.peak_traced_mb:.2f} → {hi.peak_traced_mb:.2f} MB (×{change:.2f}), "
+            f"throughput {lo.throughput_cps:,.0f} → {hi.throughput_cps:,.0f} chunks/s"
+        )
 
-    compare("input_mb", "input", " MB")
-    compare("batch_size", "batch size", "")
-    compare("concurrency", "concurrency", "")
+    for axis in names:
+        compare(axis)
     return findings
 
 

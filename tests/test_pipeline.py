@@ -108,7 +108,7 @@ def test_memory_is_flat_across_input_sizes(tmp_path):
     assert int(large["chunks"]) > 7 * int(small["chunks"])
     # 8× the input, yet the traced peak grows by less than half.
     assert float(large["peak_traced_mb"]) < 1.5 * float(small["peak_traced_mb"])
-    assert "input 0.25 MB → 2 MB" in out.stdout
+    assert "input 0.25 MB → 2 MB (×8, at batch size 50, concurrency 25)" in out.stdout
     assert len(list(tmp_path.glob("*-0.25mb-b50-c25.jsonl"))) == 1
 
 
