@@ -61,50 +61,6 @@ def _root(
     """asyncbench: how much concurrency should I use, and what happens when I use too much?"""
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 8080,
-    latency: Annotated[float, typer.Option(help="Service time per request, seconds.")] = 0.05,
-    jitter: Annotated[float, typer.Option(help="Service time varies uniformly by ± this, seconds.")] = 0.0,
-    capacity: Annotated[int, typer.Option(help="Requests served at once.")] = 100,
-    queue: Annotated[int, typer.Option(help="Requests that may wait for a slot; past that, 503.")] = 400,
-    error_rate: Annotated[float, typer.Option(help="Fraction of requests answered 500 (0..1).")] = 0.0,
-    rate_limit: Annotated[float, typer.Option(help="Requests per second before 429 with Retry-After; 0 is off.")] = 0.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for the injected faults (reproducible runs).")] = None,
-) -> None:
-    """Run the embedded target server until Ctrl-C or SIGTERM."""
-    from asyncbench.server import ServerConfig
-    from asyncbench.server import serve as run_server
-
-    config = ServerConfig(
-        host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
-        error_rate=error_rate, rate_limit=rate_limit, seed=seed,
-    )
-
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-    def ready(url: str) -> None:
-        limit = f", rate limit {rate_limit:g} req/s" if rate_limit else ""
-        print(
-            f"asyncbench serve: listening on {url}  (capacity {capacity}, queue {queue}, "
-            f"latency {latency:g} s ± {jitter:g}, error rate {error_rate:g}{limit})",
-            flush=True,
-        )
-        print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
-
-    try:
-        import asyncio
-
-        asyncio.run(run_server(config, ready))
-    except OSError as exc:
-        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    print("asyncbench serve: stopped", flush=True)
-
-
 # --- options shared by the experiment commands -------------------------------------------------
 
 _REQ = "Request"
@@ -390,7 +346,7 @@ def _finish(
         raise typer.Exit(int(ExitCode.INTERRUPTED))
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def trap(
     url: UrlArg = None,
     levels: Annotated[str, typer.Option("--levels", help="Concurrency levels, comma-separated.")] = "1,5,10,25,50,100,200,500,1000,2000",
@@ -441,7 +397,7 @@ def trap(
     _run_load("trap", url, spec, server, results_dir, None if no_plot else plots_dir, min_success, settings, run)
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def semaphore(
     url: UrlArg = None,
     limits: Annotated[str, typer.Option("--limits", help="Semaphore limits, comma-separated.")] = "10,25,50,100,200,500",
@@ -529,7 +485,7 @@ def _parse_sizes(text: str) -> list[float]:
     return sorted(set(sizes))
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def pipeline(
     url: Annotated[str | None, typer.Argument(help="Embedding API URL (loopback). Omitted: the embedded server's /embed.", show_default=False)] = None,
     input_file: Annotated[Path | None, typer.Option("--input", help="Text file to ingest.", show_default=False)] = None,
@@ -660,7 +616,7 @@ def pipeline(
         _finish(console, writer, jsonl, None if no_plot else plots_dir, bool(rows), interrupted, "runs")
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def threads(
     url: UrlArg = None,
     tasks: Annotated[int, typer.Option("--tasks", help="Coroutines per phase.")] = 10,
@@ -741,7 +697,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@app.command()
+@app.command(rich_help_panel="Tools")
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Folder of results (CSV + JSON) to chart.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the charts.")] = Path("plots"),
@@ -781,6 +737,50 @@ def plot(
     for path in written:
         console.print(f"  {path}", soft_wrap=True)
 
+
+
+@app.command(rich_help_panel="Tools")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 8080,
+    latency: Annotated[float, typer.Option(help="Service time per request, seconds.")] = 0.05,
+    jitter: Annotated[float, typer.Option(help="Service time varies uniformly by ± this, seconds.")] = 0.0,
+    capacity: Annotated[int, typer.Option(help="Requests served at once.")] = 100,
+    queue: Annotated[int, typer.Option(help="Requests that may wait for a slot; past that, 503.")] = 400,
+    error_rate: Annotated[float, typer.Option(help="Fraction of requests answered 500 (0..1).")] = 0.0,
+    rate_limit: Annotated[float, typer.Option(help="Requests per second before 429 with Retry-After; 0 is off.")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for the injected faults (reproducible runs).")] = None,
+) -> None:
+    """Run the embedded target server until Ctrl-C or SIGTERM."""
+    from asyncbench.server import ServerConfig
+    from asyncbench.server import serve as run_server
+
+    config = ServerConfig(
+        host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
+        error_rate=error_rate, rate_limit=rate_limit, seed=seed,
+    )
+
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def ready(url: str) -> None:
+        limit = f", rate limit {rate_limit:g} req/s" if rate_limit else ""
+        print(
+            f"asyncbench serve: listening on {url}  (capacity {capacity}, queue {queue}, "
+            f"latency {latency:g} s ± {jitter:g}, error rate {error_rate:g}{limit})",
+            flush=True,
+        )
+        print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
+
+    try:
+        import asyncio
+
+        asyncio.run(run_server(config, ready))
+    except OSError as exc:
+        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    print("asyncbench serve: stopped", flush=True)
 
 
 def main() -> None:

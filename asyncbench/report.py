@@ -33,13 +33,9 @@ _ERROR_LABELS = (
 )
 
 
-def make_console(stderr: bool = False) -> Console:
+def make_console() -> Console:
     """A console that wraps at the terminal's width, or 80 columns (or $COLUMNS) when piped."""
-    return Console(stderr=stderr, highlight=False)
-
-
-def fmt_int(n: float) -> str:
-    return f"{n:,.0f}"
+    return Console(highlight=False)
 
 
 def fmt_rate(x: float) -> str:
