@@ -30,3 +30,9 @@ class TargetError(AsyncbenchError):
 
 class OutputError(AsyncbenchError):
     """Results or charts could not be written or read."""
+
+
+class Interrupted(AsyncbenchError):
+    """Ctrl-C (or SIGTERM) stopped a run after what had finished was saved."""
+
+    exit_code = ExitCode.INTERRUPTED
