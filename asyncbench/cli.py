@@ -120,6 +120,20 @@ def _check_loop(name: str) -> str:
     return name
 
 
+def _load_setup(
+    rounds: int, cooldown: float, timeout: float, method: str, header: list[str] | None, data: str | None,
+    retries: int, loop: str, min_success: float, server_latency: float, server_capacity: int,
+    server_queue: int, server_error_rate: float,
+) -> tuple[RequestSpec, ServerConfig, str]:
+    """Validate the options trap and semaphore share: the request, the run, the embedded server."""
+    check_range("--rounds", rounds, 1, 100)
+    check_range("--cooldown", cooldown, 0, 600)
+    check_range("--min-success", min_success, 0, 1)
+    spec = _request_spec(timeout, method, header, data, retries)
+    server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
+    return spec, server, _check_loop(loop)
+
+
 def _outputs(results_dir: Path, plots_dir: Path, no_plot: bool) -> Any:
     from asyncbench.runner import Outputs
 
@@ -163,18 +177,14 @@ def trap(
                 f"invalid --requests-per-level {requests_per_level}: level {level_list[-1]} needs at least "
                 f"{level_list[-1]} requests to have them all in flight at once"
             )
-    check_range("--rounds", rounds, 1, 100)
-    check_range("--cooldown", cooldown, 0, 600)
-    spec = _request_spec(timeout, method, header, data, retries)
-    loop = _check_loop(loop)
-    server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
+    spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, loop, min_success,
+                                     server_latency, server_capacity, server_queue, server_error_rate)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
         config = experiment.TrapConfig(spec, level_list, requests_per_level, rounds, cooldown)
         return experiment.run(config, events)
 
     settings = {"levels": level_list, "requests_per_level": requests_per_level, "rounds": rounds, "cooldown_s": cooldown}
-    check_range("--min-success", min_success, 0, 1)
     from asyncbench.runner import run_load
 
     run_load("trap", url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
@@ -215,18 +225,14 @@ def semaphore(
     if limit_list[-1] > requests:
         print(f"asyncbench: warning: --requests {requests} is below limit {limit_list[-1]:,}: "
               f"at most {requests} requests can be in flight at once", file=sys.stderr)
-    check_range("--rounds", rounds, 1, 100)
-    check_range("--cooldown", cooldown, 0, 600)
-    spec = _request_spec(timeout, method, header, data, retries)
-    loop = _check_loop(loop)
-    server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
+    spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, loop, min_success,
+                                     server_latency, server_capacity, server_queue, server_error_rate)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
         config = experiment.SemaphoreConfig(spec, limit_list, requests, rounds, cooldown)
         return experiment.run(config, events)
 
     settings = {"limits": limit_list, "requests": requests, "rounds": rounds, "cooldown_s": cooldown}
-    check_range("--min-success", min_success, 0, 1)
     from asyncbench.runner import run_load
 
     run_load("semaphore", url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,

@@ -220,11 +220,10 @@ async def serve(
     raise_nofile_limit()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+    # Signal handlers can only be installed from the main thread, and not on Windows loops.
+    if threading.current_thread() is threading.main_thread() and sys.platform != "win32":
+        for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass  # not the main thread, or not supported here
     runner = web.AppRunner(TargetService(config).app(), access_log=None, handle_signals=False)
     await runner.setup()
     # A deep accept backlog, so a burst of thousands of connections reaches the application
