@@ -283,3 +283,30 @@ def test_both_event_loops_measure_the_same_thing(start_server, tmp_path, loop):
     assert float(row["success_rate"]) == 1.0
     assert 0.05 <= float(row["latency_p50_s"]) < 1.0
     assert server_stats(url)["received"] == 101
+
+
+def test_rounds_repeat_each_level_and_pool_the_counts(start_server, tmp_path):
+    url = start_server(latency=0.01, capacity=100, queue=0)
+    out = run_cli("trap", url, "--levels", "5,10", "--rounds", "3", "--cooldown", "0", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = {int(r["level"]): r for r in read_csv(result_files(tmp_path, "trap")[0])}
+    assert (int(rows[5]["requests"]), int(rows[10]["requests"])) == (15, 30)
+    assert rows[5]["rounds"] == rows[10]["rounds"] == "3"
+    for r in rows.values():
+        assert float(r["goodput_min_rps"]) <= float(r["goodput_rps"]) <= float(r["goodput_max_rps"])
+    assert server_stats(url)["received"] == 15 + 30 + 1
+
+
+def test_method_headers_and_body_reach_the_target(start_server, tmp_path):
+    # /embed answers 400 unless it gets a POST with a JSON body carrying id and text.
+    url = start_server(latency=0.0)
+    body = tmp_path / "body.json"
+    body.write_text('{"id": 7, "text": "hello"}')
+    out = run_cli("semaphore", url + "/embed", "--limits", "4", "--requests", "20", "-X", "post",
+                  "-H", "Content-Type: application/json", "--data", f"@{body}", "--cooldown", "0",
+                  "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    [row] = read_csv(result_files(tmp_path / "r", "semaphore")[0])
+    assert float(row["success_rate"]) == 1.0
+    stats = server_stats(url)
+    assert stats["served"] == 21 and stats["bad_requests"] == 0  # 20 + the pre-flight
