@@ -77,25 +77,35 @@ def cpu_seconds() -> float:
 
 
 class LoopLagMonitor:
-    """Measures how late the event loop wakes a task that sleeps `interval` seconds."""
+    """Measures how late the event loop wakes a task that sleeps `interval` seconds.
+
+    A tick still waiting when the monitor exits counts too: a loop blocked until the very end
+    (its lag not yet seen by the ticker) is measured at exit as the time that tick is overdue.
+    """
 
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
         self.max_lag = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._tick_started = 0.0
 
     async def _tick(self) -> None:
         while True:
-            start = time.perf_counter()
+            self._tick_started = time.perf_counter()
             await asyncio.sleep(self.interval)
-            lag = time.perf_counter() - start - self.interval
-            if lag > self.max_lag:
-                self.max_lag = lag
+            self._record(time.perf_counter())
+
+    def _record(self, now: float) -> None:
+        lag = now - self._tick_started - self.interval
+        if lag > self.max_lag:
+            self.max_lag = lag
 
     def __enter__(self) -> LoopLagMonitor:
+        self._tick_started = time.perf_counter()
         self._task = asyncio.get_running_loop().create_task(self._tick())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._task is not None:
+            self._record(time.perf_counter())
             self._task.cancel()

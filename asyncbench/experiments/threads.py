@@ -67,7 +67,6 @@ def default_pool_size() -> int:
 
 async def _phase(name: str, tasks: int, body: Callable[[], Awaitable[tuple[str, bool]]]) -> PhaseRun:
     with LoopLagMonitor() as lag:
-        await asyncio.sleep(0)  # let the ticker take its first step before the tasks start
         t0 = _perf()
 
         async def task(i: int) -> TaskRecord:
@@ -79,8 +78,6 @@ async def _phase(name: str, tasks: int, body: Callable[[], Awaitable[tuple[str, 
 
         records = list(await asyncio.gather(*(task(i) for i in range(tasks))))
         wall = _perf() - t0
-        # The ticker reports a lag only when it wakes: give it one more turn after the phase.
-        await asyncio.sleep(lag.interval * 2)
     return PhaseRun(name, records, wall, lag.max_lag)
 
 
