@@ -59,6 +59,13 @@ def errors_cell(row: LevelStats) -> str:
     return ", ".join(parts) if parts else "-"
 
 
+def _table(title: str) -> Table:
+    """The house style: left-aligned title, a rule under the header, one space between columns
+    (so ten numeric columns fit in 80), no edge padding (so piped output has no ragged margin)."""
+    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
+                 padding=(0, 0), collapse_padding=True)
+
+
 def level_line(r: LevelStats) -> str:
     """One finished level as a line: for logs and output that is not a terminal."""
     what = "limit" if r.experiment == "semaphore" else "level"
@@ -73,10 +80,7 @@ def level_table(
     rows: Sequence[LevelStats], sweet: LevelStats | None, title: str, show_queue_wait: bool
 ) -> Table:
     """Little's-law table: λ throughput, goodput, W mean latency, L = λW, L/level, p50/p99."""
-    table = Table(
-        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 0),
-        collapse_padding=True,
-    )
+    table = _table(title)
     level_name = "limit" if show_queue_wait else "level"
     table.add_column(level_name, justify="right", no_wrap=True)
     for header in ("λ\nreq/s", "goodput\nreq/s", "W mean\nms", "L=λW", "L /\nlevel"):
@@ -183,10 +187,7 @@ class SweepProgress(Progress):
 
 def comparison_table(trap: Any, sem: Any) -> Table:
     """Unbounded vs semaphore at each level either run measured (frames with the CSV columns)."""
-    table = Table(
-        title="trap (unbounded) vs semaphore", box=box.SIMPLE_HEAD, title_justify="left",
-        pad_edge=False, padding=(0, 0), collapse_padding=True,
-    )
+    table = _table("trap (unbounded) vs semaphore")
     table.add_column("level /\nlimit", justify="right", no_wrap=True)
     for header in ("trap\ngoodput\nreq/s", "sem.\ngoodput\nreq/s", "trap\nok %", "sem.\nok %",
                    "trap\np99 ms", "sem.\np99 ms"):
@@ -209,10 +210,7 @@ def comparison_table(trap: Any, sem: Any) -> Table:
 
 def pipeline_table(rows: Sequence[Any], title: str) -> Table:
     """One row per (input, batch size, concurrency): throughput and memory."""
-    table = Table(
-        title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 0),
-        collapse_padding=True,
-    )
+    table = _table(title)
     for header in ("input\nMB", "batch", "conc.", "chunks", "ok\n%", "chunks\n/s", "p50\nms",
                    "p99\nms", "traced\nMB", "RSS\nMB"):
         table.add_column(header, justify="right", no_wrap=True)
@@ -228,8 +226,7 @@ def pipeline_table(rows: Sequence[Any], title: str) -> Table:
 
 def phase_table(phase: str, records: Sequence[Any]) -> Table:
     """Task id → thread, start, end, for one `threads` phase."""
-    table = Table(title=f"phase: {phase}", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
-                  padding=(0, 0), collapse_padding=True)
+    table = _table(f"phase: {phase}")
     table.add_column("task", justify="right", no_wrap=True)
     table.add_column("thread", no_wrap=True)
     for header in ("start\nms", "end\nms", "took\nms"):
@@ -243,8 +240,7 @@ def phase_table(phase: str, records: Sequence[Any]) -> Table:
 
 def phase_summary_table(summaries: Sequence[Any]) -> Table:
     """Wall time against the sum and the max of the tasks, and the loop's worst lag, per phase."""
-    table = Table(title="summary", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
-                  padding=(0, 0), collapse_padding=True)
+    table = _table("summary")
     table.add_column("phase", no_wrap=True)
     for header in ("wall\ns", "sum\ns", "max\ns", "wall/\nsum", "wall/\nmax", "loop\nlag ms", "threads"):
         table.add_column(header, justify="right", no_wrap=True)
