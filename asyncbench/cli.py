@@ -5,9 +5,12 @@ This is the only module that turns errors into messages and exit codes (see `mai
 
 from __future__ import annotations
 
+import errno
+import functools
+import inspect
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,11 +21,14 @@ from asyncbench.errors import AsyncbenchError, ExitCode, Interrupted, TargetErro
 from asyncbench.options import (
     MAX_REQUESTS,
     check_range,
+    check_readable_file,
+    check_utf8_args,
     parse_data,
     parse_headers,
     parse_int_list,
     parse_method,
 )
+from asyncbench.redact import redact_text
 
 if TYPE_CHECKING:
     from asyncbench.experiments.load import RequestSpec
@@ -37,6 +43,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _help(doc: str | None) -> str:
+    """A docstring as help text: paragraphs kept, the lines within each joined, so the help
+    wraps at the terminal's width instead of where the source happened to break."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def command(panel: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command; Ctrl-C anywhere in it (typer would turn it into a silent exit 130)
+    becomes `Interrupted`, which `main` reports."""
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                raise Interrupted("interrupted") from None
+
+        return app.command(rich_help_panel=panel, help=_help(fn.__doc__))(run)
+
+    return register
 
 
 def _version(value: bool) -> None:
@@ -140,7 +170,7 @@ def _outputs(results_dir: Path, plots_dir: Path, no_plot: bool) -> Any:
     return Outputs(results_dir, None if no_plot else plots_dir)
 
 
-@app.command(rich_help_panel="Experiments")
+@command("Experiments")
 def trap(
     url: UrlArg = None,
     levels: Annotated[str, typer.Option("--levels", help="Concurrency levels, comma-separated.")] = "1,5,10,25,50,100,200,500,1000,2000",
@@ -191,7 +221,7 @@ def trap(
              level_list, run, loop)
 
 
-@app.command(rich_help_panel="Experiments")
+@command("Experiments")
 def semaphore(
     url: UrlArg = None,
     limits: Annotated[str, typer.Option("--limits", help="Semaphore limits, comma-separated.")] = "10,25,50,100,200,500",
@@ -251,7 +281,7 @@ def _parse_sizes(text: str) -> list[float]:
     return sorted(set(sizes))
 
 
-@app.command(rich_help_panel="Experiments")
+@command("Experiments")
 def pipeline(
     url: Annotated[str | None, typer.Argument(help="Embedding API URL (loopback). Omitted: the embedded server's /embed.", show_default=False)] = None,
     input_file: Annotated[Path | None, typer.Option("--input", help="Text file to ingest.", show_default=False)] = None,
@@ -277,7 +307,7 @@ def pipeline(
 
     Every (batch size, concurrency) pair runs; results stream to a JSONL file per pair.
     """
-    from asyncbench.runner import PipelineRequest, run_pipeline
+    from asyncbench.runner import PipelineRequest, check_output_file, run_pipeline
 
     if input_file is not None and generate_mb is not None:
         raise UsageError("use --input FILE or --generate-mb N, not both")
@@ -289,8 +319,9 @@ def pipeline(
     check_range("--cooldown", cooldown, 0, 600)
     if input_file is not None:
         try:
-            with open(input_file, "rb") as f:
-                f.read(1)
+            check_readable_file(input_file)
+            if not os.access(input_file, os.R_OK):
+                raise PermissionError(errno.EACCES, "permission denied")
         except OSError as exc:
             raise UsageError(f"cannot read --input {str(input_file)!r}: {exc.strerror or exc}") from None
     req = PipelineRequest(
@@ -301,11 +332,13 @@ def pipeline(
     )
     if output is not None and req.runs > 1:
         raise UsageError(f"--output {str(output)!r} takes one run, but {req.runs} combinations were asked for")
+    if output is not None:
+        check_output_file(output, "--output")
     server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
     run_pipeline(url, server, _outputs(results_dir, plots_dir, no_plot), req, _check_loop(loop))
 
 
-@app.command(rich_help_panel="Experiments")
+@command("Experiments")
 def threads(
     url: UrlArg = None,
     tasks: Annotated[int, typer.Option("--tasks", help="Coroutines per phase.")] = 10,
@@ -330,7 +363,7 @@ def threads(
     run_threads(url, server, _outputs(results_dir, plots_dir, no_plot), tasks, sleep, timeout)
 
 
-@app.command(rich_help_panel="Tools")
+@command("Tools")
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Folder of results (CSV + JSON) to chart.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the charts.")] = Path("plots"),
@@ -342,7 +375,7 @@ def plot(
     plot_folder(results_dir, out, all_runs)
 
 
-@app.command(rich_help_panel="Tools")
+@command("Tools")
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 8080,
@@ -388,13 +421,17 @@ def serve(
 
 def main() -> None:
     """Console-script entry point: the one place where errors become messages and exit codes."""
+    from asyncbench import signals
+
+    signals.install()
     try:
+        check_utf8_args(sys.argv[1:])
         app()
     except Interrupted as exc:
         print(f"asyncbench: {exc}", file=sys.stderr)
         sys.exit(int(exc.exit_code))
     except AsyncbenchError as exc:
-        print(f"asyncbench: error: {exc}", file=sys.stderr)
+        print(f"asyncbench: error: {redact_text(str(exc))}", file=sys.stderr)
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
         print("asyncbench: interrupted", file=sys.stderr)
@@ -402,6 +439,6 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug must not print a traceback
         if os.environ.get("ASYNCBENCH_DEBUG"):
             raise
-        print(f"asyncbench: internal error: {type(exc).__name__}: {exc} "
+        print(f"asyncbench: internal error: {type(exc).__name__}: {redact_text(str(exc))} "
               "(set ASYNCBENCH_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         sys.exit(int(ExitCode.RUN_FAILED))

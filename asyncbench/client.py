@@ -23,6 +23,11 @@ ErrorKind = Literal["timeout", "connect", "http_4xx", "http_5xx", "other"]
 ERROR_KINDS: tuple[str, ...] = ("timeout", "connect", "http_4xx", "http_5xx", "other")
 
 _perf = time.perf_counter
+_CHUNK = 64 * 1024  # bodies are read (and discarded, in the load engine) this much at a time
+
+
+class _BodyTooLarge(Exception):
+    pass
 
 
 @dataclass(slots=True)
@@ -44,6 +49,8 @@ class FetchResult:
     sent_at: float = 0.0
     done_at: float = 0.0
     body: bytes | None = None
+    body_bytes: int = 0  # body bytes of the last attempt, as received (compressed if it was)
+    retry_after_refused_s: float | None = None  # a Retry-After not waited for: too long
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError when there is none or it is not JSON)."""
@@ -87,7 +94,14 @@ class AsyncHttpClient:
       at least its Retry-After); never a plain 4xx. Backoff is exponential with full jitter,
       `uniform(0, min(backoff_cap, backoff_base * 2**n))`. A request holds its concurrency slot
       through its retries, so a struggling server is not handed new work meanwhile.
-    - A Retry-After longer than `max_retry_after` is not waited for: the 429 is the result.
+    - `timeout` bounds the whole request: every attempt, backoff and Retry-After wait. A wait
+      that would pass that deadline (or `max_retry_after`) is not made: the last response is
+      the result, and `retry_after_refused_s` says which Retry-After was refused.
+    - Bodies are read in chunks. `keep_body=False` (the load engine) counts and discards them
+      and asks for no compression, so memory does not grow with a response's size; with
+      `keep_body=True` a body past `max_body_bytes` fails the request (`other`).
+    - One call is what goes on the wire: aiohttp's silent resend of an idempotent request on a
+      reused connection is turned off, so every attempt is counted in `attempts`.
     """
 
     def __init__(
@@ -101,6 +115,7 @@ class AsyncHttpClient:
         backoff_cap: float = 5.0,
         max_retry_after: float = 60.0,
         keep_body: bool = True,
+        max_body_bytes: int = 64 * 1024 * 1024,
         rng: random.Random | None = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
@@ -117,6 +132,7 @@ class AsyncHttpClient:
         self.backoff_cap = backoff_cap
         self.max_retry_after = max_retry_after
         self.keep_body = keep_body
+        self.max_body_bytes = max_body_bytes
         self._rng = rng or random.Random()
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._session: aiohttp.ClientSession | None = None
@@ -127,12 +143,17 @@ class AsyncHttpClient:
             limit_per_host=0,
             ttl_dns_cache=300,
         )
+        headers = self.headers if self.keep_body else {"Accept-Encoding": "identity", **self.headers}
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers=self.headers,
+            headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            auto_decompress=True,
+            auto_decompress=self.keep_body,
         )
+        if hasattr(self._session, "_retry_connection"):
+            # Private in aiohttp (no public switch): otherwise an idempotent request that meets a
+            # closed keep-alive connection is sent again, unseen, and the server counts two.
+            self._session._retry_connection = False
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -196,19 +217,27 @@ class AsyncHttpClient:
     ) -> FetchResult:
         session = self.session
         sent = _perf()
+        deadline = sent + self.timeout
         attempt = 0
+        refused: float | None = None
         while True:
             attempt += 1
             status: int | None = None
             body: bytes | None = None
+            received = 0
             retry_after: float | None = None
             detail: str | None = None
             try:
                 async with session.request(
-                    method, url, json=json, data=data, headers=headers, allow_redirects=False
+                    method, url, json=json, data=data, headers=headers, allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=max(1e-3, deadline - _perf())),
                 ) as resp:
-                    body = await resp.read()
                     status = resp.status
+                    if self.keep_body:
+                        body, received = await self._read_capped(resp)
+                    else:
+                        async for chunk in resp.content.iter_chunked(_CHUNK):
+                            received += len(chunk)
                     if status == 429 or status == 503:
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 error = _error_kind(status)
@@ -216,19 +245,26 @@ class AsyncHttpClient:
                 error, detail = "timeout", f"no complete response within {self.timeout:g} s"
             except aiohttp.ClientConnectionError as exc:
                 error, detail = "connect", str(exc) or type(exc).__name__
+            except _BodyTooLarge as exc:
+                error, detail = "other", str(exc)
             except Exception as exc:  # noqa: BLE001 - a failed request is data, not a crash
                 error, detail = "other", f"{type(exc).__name__}: {exc}"
             if error is None or attempt > self.retries or not self._retryable(error, status):
                 break
             delay = self._rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
             if retry_after is not None:
-                if status == 429 and retry_after > self.max_retry_after:
+                if retry_after > min(self.max_retry_after, deadline - _perf()):
+                    refused = retry_after
                     break
-                delay = max(delay, min(retry_after, self.max_retry_after))
+                delay = max(delay, retry_after)
+            if _perf() + delay >= deadline:
+                break  # no time left for another attempt
             await asyncio.sleep(delay)
         done = _perf()
         if error is not None and detail is None and status is not None:
             detail = f"HTTP {status}"
+        if refused is not None:
+            detail = f"{detail} (Retry-After {refused:g} s is longer than the time left: not retried)"
         return FetchResult(
             ok=error is None,
             status=status,
@@ -240,7 +276,20 @@ class AsyncHttpClient:
             sent_at=sent,
             done_at=done,
             body=body if self.keep_body else None,
+            body_bytes=received,
+            retry_after_refused_s=refused,
         )
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, int]:
+        """The body, read in chunks; _BodyTooLarge past `max_body_bytes`."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _BodyTooLarge(f"response body larger than {self.max_body_bytes:,} bytes")
+            parts.append(chunk)
+        return b"".join(parts), size
 
     @staticmethod
     def _retryable(error: ErrorKind, status: int | None) -> bool:

@@ -99,6 +99,7 @@ class LevelRecorder:
 
     __slots__ = (
         "latency", "queue_wait_total", "successes", "attempts", "errors", "first_sent", "last_done",
+        "body_bytes", "error_statuses", "retry_after_refused",
     )
 
     def __init__(self) -> None:
@@ -109,6 +110,9 @@ class LevelRecorder:
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.first_sent = math.inf
         self.last_done = -math.inf
+        self.body_bytes = 0
+        self.error_statuses: dict[int, int] = {}  # HTTP status → failed responses with it
+        self.retry_after_refused = 0
 
     @property
     def count(self) -> int:
@@ -118,10 +122,15 @@ class LevelRecorder:
         self.latency.record(result.latency_s)
         self.queue_wait_total += queue_wait_s
         self.attempts += result.attempts
+        self.body_bytes += result.body_bytes
         if result.ok:
             self.successes += 1
         else:
             self.errors[result.error or "other"] += 1
+            if result.status is not None:
+                self.error_statuses[result.status] = self.error_statuses.get(result.status, 0) + 1
+            if result.retry_after_refused_s is not None:
+                self.retry_after_refused += 1
         if result.sent_at < self.first_sent:
             self.first_sent = result.sent_at
         if result.done_at > self.last_done:
@@ -175,6 +184,9 @@ class LevelStats:
     client_cpu_pct: float
     loop_lag_max_s: float
     client_limited: bool
+    body_bytes: int  # response body bytes received, as sent on the wire
+    error_statuses: str  # HTTP status codes of failed responses with their counts: "503:120 429:4"
+    retry_after_refused: int  # failures whose Retry-After was longer than the time left
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -218,15 +230,20 @@ def summarize(
         raise ValueError("a level needs at least one round")
     hist = LatencyHistogram()
     errors = dict.fromkeys(ERROR_KINDS, 0)
-    successes = attempts = 0
+    statuses: dict[int, int] = {}
+    successes = attempts = body_bytes = refused = 0
     queue_wait = 0.0
     for rec, _ in rounds:
         hist.merge(rec.latency)
         successes += rec.successes
         attempts += rec.attempts
         queue_wait += rec.queue_wait_total
+        body_bytes += rec.body_bytes
+        refused += rec.retry_after_refused
         for kind, n in rec.errors.items():
             errors[kind] += n
+        for code, n in rec.error_statuses.items():
+            statuses[code] = statuses.get(code, 0) + n
     requests = hist.count
     elapsed = statistics.median(rec.elapsed_s for rec, _ in rounds)
     goodputs = [rec.successes / rec.elapsed_s if rec.elapsed_s else 0.0 for rec, _ in rounds]
@@ -236,6 +253,9 @@ def summarize(
     littles_l = throughput * hist.mean
     efficiency = littles_l / level if level else 0.0
     p50 = hist.quantile(0.50)
+    # A level whose every request was refused a connection measured a target that went away,
+    # not a busy client (failing fast keeps the loop busy too).
+    target_alive = not (requests and errors["connect"] == requests)
     cpu = max(f.client_cpu_pct for _, f in rounds)
     lag = max(f.loop_lag_max_s for _, f in rounds)
     return LevelStats(
@@ -268,8 +288,26 @@ def summarize(
         goodput_max_rps=max(goodputs),
         client_cpu_pct=cpu,
         loop_lag_max_s=lag,
-        client_limited=is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag),
+        client_limited=target_alive and is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag),
+        body_bytes=body_bytes,
+        error_statuses=format_statuses(statuses),
+        retry_after_refused=refused,
     )
+
+
+def format_statuses(statuses: dict[int, int]) -> str:
+    """{503: 120, 429: 4} → '503:120 429:4', most frequent first."""
+    return " ".join(f"{code}:{n}" for code, n in sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def parse_statuses(text: Any) -> dict[int, int]:
+    """'503:120 429:4' → {503: 120, 429: 4} (empty for an empty or missing cell)."""
+    out: dict[int, int] = {}
+    for item in str(text or "").split():
+        code, _, n = item.partition(":")
+        if code.isdigit() and n.isdigit():
+            out[int(code)] = int(n)
+    return out
 
 
 def latency_quantiles(rounds: Iterable[LevelRecorder]) -> list[tuple[float, float]]:
@@ -304,6 +342,22 @@ def warnings_for(row: LevelStats, min_success: float) -> list[str]:
     """What a careful reader should know about one level, each naming what to change."""
     notes: list[str] = []
     what = f"{'limit' if row.experiment == 'semaphore' else 'level'} {row.level}"
+    if row.requests and row.errors_connect == row.requests:
+        notes.append(
+            f"{what}: every request failed to connect ({row.errors_connect:,}): the target went away "
+            "or stopped accepting connections, so this level measured no server"
+        )
+    elif row.requests and row.errors_connect * 2 > row.requests:
+        notes.append(
+            f"{what}: {row.errors_connect:,} of {row.requests:,} requests could not connect or lost "
+            "their connection: the target refused or dropped them (is it still running? is its "
+            "accept backlog full?)"
+        )
+    if row.retry_after_refused:
+        notes.append(
+            f"{what}: {row.retry_after_refused:,} responses asked to be retried after longer than "
+            "the time left of --timeout, so they were not retried (a longer --timeout honours them)"
+        )
     if row.client_limited:
         notes.append(
             f"{what}: the client was the limit (event loop {row.loop_lag_max_s * 1000:.0f} ms "
@@ -331,6 +385,19 @@ def warnings_for(row: LevelStats, min_success: float) -> list[str]:
                 "use more --rounds or a quieter machine"
             )
     return notes
+
+
+def failure_summary(row: LevelStats) -> str:
+    """What the failures of a level were: '1,000 × HTTP 400', '3 × timeout', most first."""
+    parts: list[tuple[int, str]] = [(n, f"HTTP {code}") for code, n in parse_statuses(row.error_statuses).items()]
+    by_status = sum(n for n, _ in parts)
+    http_errors = row.errors_http_4xx + row.errors_http_5xx
+    if http_errors > by_status:  # rows from before status codes were kept
+        parts.append((http_errors - by_status, "HTTP 4xx/5xx"))
+    labels = {"errors_timeout": "timeout", "errors_connect": "connection error", "errors_other": "other error"}
+    parts += [(getattr(row, col), label) for col, label in labels.items() if getattr(row, col)]
+    parts.sort(key=lambda p: -p[0])
+    return ", ".join(f"{n:,} × {label}" for n, label in parts) or "none"
 
 
 def pipeline_findings(rows: Sequence[Any]) -> list[str]:

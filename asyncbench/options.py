@@ -3,10 +3,13 @@ naming the bad value."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
+import os
 import re
 import socket
+import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,6 +17,8 @@ from asyncbench.errors import UsageError
 
 MAX_LEVEL = 100_000
 MAX_REQUESTS = 10_000_000
+MIB = 1024 * 1024
+MAX_BODY_BYTES = 64 * MIB  # a request body is held in memory and sent by every request
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token (method, header name)
 
 
@@ -73,17 +78,51 @@ def parse_method(text: str) -> str:
     return text.upper()
 
 
+def check_readable_file(path: Path, max_bytes: int | None = None) -> int:
+    """The size of `path` when it is a regular file (of at most `max_bytes`); OSError otherwise.
+
+    Checked without opening it: opening a FIFO blocks until a writer comes, and a device such as
+    /dev/zero reads without end.
+    """
+    st = os.stat(path)  # follows a symbolic link to what it names
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+        raise OSError(errno.EINVAL, f"not a regular file ({kind})")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise OSError(errno.EFBIG, f"{st.st_size / MIB:,.1f} MiB, more than the {max_bytes / MIB:g} MiB allowed")
+    return st.st_size
+
+
 def parse_data(text: str | None) -> bytes | None:
-    """The request body: a literal string, or '@file' for a file's contents (as curl)."""
+    """The request body: a literal string, or '@file' for a regular file's contents (as curl),
+    at most MAX_BODY_BYTES."""
     if text is None:
         return None
     if text.startswith("@"):
         path = Path(text[1:])
         try:
-            return path.read_bytes()
+            check_readable_file(path, MAX_BODY_BYTES)
+            data = path.read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read --data file {str(path)!r}: {exc.strerror or exc}") from None
-    return text.encode("utf-8")
+        if len(data) > MAX_BODY_BYTES:  # it grew since the check
+            raise UsageError(f"cannot read --data file {str(path)!r}: more than {MAX_BODY_BYTES / MIB:g} MiB")
+        return data
+    data = text.encode("utf-8")
+    if len(data) > MAX_BODY_BYTES:
+        raise UsageError(f"invalid --data: {len(data) / MIB:,.1f} MiB, more than {MAX_BODY_BYTES / MIB:g} MiB")
+    return data
+
+
+def check_utf8_args(args: list[str]) -> None:
+    """Command-line arguments must be text: a byte that is not UTF-8 is bad input, named."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UsageError(f"invalid argument '{shown}': not valid UTF-8 "
+                             "(for a binary request body, use --data @FILE)") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -91,6 +130,20 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _legacy_ipv4(host: str) -> str | None:
+    """The dotted-quad form of a shorthand IPv4 address ('127.1', '2130706433', '0x7f.0.0.1'),
+    which the system resolver accepts but HTTP clients do not; None for anything else."""
+    try:
+        ipaddress.ip_address(host)
+        return None  # already canonical
+    except ValueError:
+        pass
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None  # a name, not an address
 
 
 def check_target_url(url: str) -> str:
@@ -107,6 +160,9 @@ def check_target_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"invalid URL {url!r}: expected http://HOST[:PORT]/PATH")
     host = parts.hostname
+    canonical = _legacy_ipv4(host)
+    if canonical is not None:
+        raise UsageError(f"invalid URL {url!r}: {host!r} is a shorthand IPv4 address; write it as {canonical}")
     if not _is_loopback(host):
         try:
             infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)

@@ -6,6 +6,7 @@ Pure renderers: each takes result rows and returns something rich can print.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rich import box
@@ -21,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from asyncbench import metrics
 from asyncbench.metrics import LevelStats
 
 SWEET_MARK = "★"
@@ -122,12 +124,19 @@ def verdict(
     if not rows:
         return Text("no level finished: nothing to conclude")
     if sweet is None:
+        failed = [r for r in rows if r.requests and not r.successes]
+        if len(failed) == len(rows):
+            return Text(f"no sweet spot: every request failed: {failure_summary_all(rows)}", style="bold red")
         best = max(rows, key=lambda r: r.success_rate)
-        return Text(
+        line = Text(
             f"no sweet spot: no level reached {fmt_pct(min_success)} % success "
             f"(best: {what} {best.level:,} at {fmt_pct(best.success_rate)} %)",
             style="bold red",
         )
+        if failed:
+            line.append(f"\nno request succeeded at {what} {', '.join(f'{r.level:,}' for r in failed)}: "
+                        f"{metrics.failure_summary(failed[0])}", style="red")
+        return line
     line = Text(
         f"sweet spot: {what} {sweet.level:,} — {fmt_rate(sweet.goodput_rps)} req/s "
         f"at {fmt_pct(sweet.success_rate)} % success, p99 {fmt_ms(sweet.latency_p99_s)} ms",
@@ -149,6 +158,17 @@ def verdict(
     return line
 
 
+def failure_summary_all(rows: Sequence[LevelStats]) -> str:
+    """The failures of every level together, as `metrics.failure_summary` words them."""
+    total = replace(rows[0], **{name: sum(getattr(r, name) for r in rows) for name in (
+        "errors_timeout", "errors_connect", "errors_http_4xx", "errors_http_5xx", "errors_other")})
+    statuses: dict[int, int] = {}
+    for r in rows:
+        for code, n in metrics.parse_statuses(r.error_statuses).items():
+            statuses[code] = statuses.get(code, 0) + n
+    return metrics.failure_summary(replace(total, error_statuses=metrics.format_statuses(statuses)))
+
+
 def warnings_block(notes: Iterable[str]) -> RenderableType | None:
     notes = list(notes)
     if not notes:
@@ -158,9 +178,15 @@ def warnings_block(notes: Iterable[str]) -> RenderableType | None:
 
 class SweepProgress(Progress):
     """A progress bar per step (level, pair) that polls a counter on its own refresh timer, so
-    the request path never pays for display updates."""
+    the request path never pays for display updates.
+
+    Rich renders from its own refresh thread, so the current step is one attribute swapped
+    whole, and a task that rich has already dropped (at stop) is skipped, not looked up.
+    """
 
     def __init__(self, console: Console) -> None:
+        # Set before Progress.__init__, which already calls get_renderables() (rich 13.9+).
+        self._step: tuple[TaskID, Callable[[], int]] | None = None
         super().__init__(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -170,18 +196,21 @@ class SweepProgress(Progress):
             transient=True,
             refresh_per_second=8,
         )
-        self._done: Callable[[], int] = lambda: 0
-        self._task_id: TaskID | None = None
 
     def start_step(self, description: str, total: int, done: Callable[[], int]) -> None:
-        if self._task_id is not None:
-            self.remove_task(self._task_id)
-        self._done = done
-        self._task_id = self.add_task(description, total=total)
+        if self._step is None:
+            task_id = self.add_task(description, total=total)
+        else:
+            task_id = self._step[0]
+            self.reset(task_id, total=total, completed=0, description=description)
+        self._step = (task_id, done)
 
     def get_renderables(self):  # type: ignore[override]
-        if self._task_id is not None:
-            self.update(self._task_id, completed=self._done())
+        step = self._step
+        if step is not None:
+            with self._lock:  # an RLock: update() takes it again
+                if step[0] in self._tasks:
+                    self.update(step[0], completed=step[1]())
         yield from super().get_renderables()
 
 

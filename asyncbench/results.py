@@ -11,68 +11,16 @@ import csv
 import json
 import os
 import platform
-import re
 import socket
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from asyncbench import __version__
-from asyncbench.errors import OutputError
-
-REDACTED = "<redacted>"
-_SECRET_NAME = re.compile(r"auth|token|secret|key|cookie|passw|session|signature|credential", re.I)
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a header or query-parameter name usually carries a credential."""
-    return bool(_SECRET_NAME.search(name))
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password and with secret-looking query values masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED if is_secret_name(k) else v) for k, v in pairs], safe="<>")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_header(header: str) -> str:
-    """'Authorization: Bearer x' → 'Authorization: <redacted>'; other headers unchanged."""
-    name, sep, _ = header.partition(":")
-    return f"{name}: {REDACTED}" if sep and is_secret_name(name.strip()) else header
-
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """A command line fit for a results file: header values and URL credentials redacted."""
-    out: list[str] = []
-    expect_header = False
-    for arg in argv:
-        if expect_header:
-            out.append(redact_header(arg))
-            expect_header = False
-        elif arg in ("-H", "--header"):
-            out.append(arg)
-            expect_header = True
-        elif arg.startswith("--header="):
-            out.append("--header=" + redact_header(arg[len("--header="):]))
-        elif arg.startswith("-H") and len(arg) > 2:
-            out.append("-H" + redact_header(arg[2:]))
-        elif "://" in arg:
-            out.append(redact_url(arg))
-        else:
-            out.append(arg)
-    return out
+from asyncbench import __version__, signals
+from asyncbench.errors import AsyncbenchError, Interrupted, OutputError
+from asyncbench.options import check_readable_file
+from asyncbench.redact import redact_argv, redact_text, redact_url
 
 
 def versions() -> dict[str, str]:
@@ -99,7 +47,12 @@ def _cell(value: Any) -> Any:
 
 
 class ResultsWriter:
-    """Writes one run's files under `results_dir` with the stem `<experiment>-<YYYYmmdd-HHMMSS>`."""
+    """Writes one run's files under `results_dir` with the stem `<experiment>-<YYYYmmdd-HHMMSS>`.
+
+    Used as a context manager: a run that ends by an exception is marked in the sidecar —
+    `interrupted` for Ctrl-C, `failed` with the reason for anything else — so that no sidecar
+    is left saying `running`. A file that cannot be written raises OutputError naming it.
+    """
 
     def __init__(
         self,
@@ -112,30 +65,21 @@ class ResultsWriter:
     ) -> None:
         self.columns = list(columns)
         self.metadata = dict(metadata)
+        self._csv_file: IO[str] | None = None
+        self._latency_file: IO[str] | None = None
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
-            stem = f"{experiment}-{started:%Y%m%d-%H%M%S}"
-            self.stem = stem
-            n = 1
-            while (results_dir / f"{self.stem}.csv").exists():
-                n += 1
-                self.stem = f"{stem}-{n}"
-            self.csv_path = results_dir / f"{self.stem}.csv"
-            self.json_path = results_dir / f"{self.stem}.json"
-            self.latency_path = results_dir / f"{self.stem}-latency.csv" if latency_file else None
-            self._csv_file: IO[str] = open(self.csv_path, "x", newline="", encoding="utf-8")
-            self._latency_file: IO[str] | None = None
-            if self.latency_path is not None:
-                self._latency_file = open(self.latency_path, "x", newline="", encoding="utf-8")
         except OSError as exc:
             raise OutputError(f"cannot write results to {results_dir}: {exc.strerror or exc}") from None
-        self._csv = csv.writer(self._csv_file)
-        self._csv.writerow(self.columns)
-        self._csv_file.flush()
-        if self._latency_file is not None:
-            self._latency = csv.writer(self._latency_file)
-            self._latency.writerow(["level", "quantile", "latency_s"])
-            self._latency_file.flush()
+        stem = f"{experiment}-{started:%Y%m%d-%H%M%S}"
+        self.stem = stem
+        n = 1
+        while (results_dir / f"{self.stem}.csv").exists():
+            n += 1
+            self.stem = f"{stem}-{n}"
+        self.csv_path = results_dir / f"{self.stem}.csv"
+        self.json_path = results_dir / f"{self.stem}.json"
+        self.latency_path = results_dir / f"{self.stem}-latency.csv" if latency_file else None
         self.metadata.update(
             stem=self.stem,
             files={"csv": self.csv_path.name, "json": self.json_path.name}
@@ -143,38 +87,97 @@ class ResultsWriter:
             started_at=started.isoformat(timespec="seconds"),
             status="running",
         )
-        self.write_metadata()
+        try:
+            with signals.protected():
+                self._csv_file = self._create(self.csv_path)
+                self._csv = csv.writer(self._csv_file)
+                self._csv.writerow(self.columns)
+                self._flush(self._csv_file, self.csv_path)
+                if self.latency_path is not None:
+                    self._latency_file = self._create(self.latency_path)
+                    self._latency = csv.writer(self._latency_file)
+                    self._latency.writerow(["level", "quantile", "latency_s"])
+                    self._flush(self._latency_file, self.latency_path)
+                self.write_metadata()
+        except BaseException:
+            # Nothing was measured yet: leave no empty files behind.
+            self.close()
+            for path in (self.csv_path, self.latency_path, self.json_path):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _create(path: Path) -> IO[str]:
+        try:
+            return open(path, "x", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write results to {path.parent}: {exc.strerror or exc}") from None
+
+    @staticmethod
+    def _flush(f: IO[str], path: Path) -> None:
+        try:
+            f.flush()
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def write_row(self, row: dict[str, Any]) -> None:
-        self._csv.writerow([_cell(row[c]) for c in self.columns])
-        self._csv_file.flush()
+        assert self._csv_file is not None
+        with signals.protected():
+            self._csv.writerow([_cell(row[c]) for c in self.columns])
+            self._flush(self._csv_file, self.csv_path)
 
     def write_quantiles(self, level: int, quantiles: Iterable[tuple[float, float]]) -> None:
-        if self._latency_file is None:
+        if self._latency_file is None or self.latency_path is None:
             return
-        self._latency.writerows((level, f"{q:g}", f"{v:.6g}") for q, v in quantiles)
-        self._latency_file.flush()
+        with signals.protected():
+            self._latency.writerows((level, f"{q:g}", f"{v:.6g}") for q, v in quantiles)
+            self._flush(self._latency_file, self.latency_path)
 
     def write_metadata(self, **updates: Any) -> None:
-        """Merge `updates` into the sidecar and rewrite it atomically."""
-        self.metadata.update(updates)
+        """Merge `updates` into the sidecar and rewrite it atomically (never half-written)."""
         tmp = self.json_path.with_suffix(".json.tmp")
-        try:
-            tmp.write_text(json.dumps(self.metadata, indent=2, default=str) + "\n", encoding="utf-8")
-            os.replace(tmp, self.json_path)
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.json_path}: {exc.strerror or exc}") from None
+        with signals.protected():  # what is in memory and what is on disk change together
+            self.metadata.update(updates)
+            text = json.dumps(self.metadata, indent=2, default=str) + "\n"
+            try:
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, self.json_path)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise OutputError(f"cannot write {self.json_path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         for f in (self._csv_file, self._latency_file):
             if f is not None and not f.closed:
-                f.close()
+                try:
+                    f.close()
+                except OSError:
+                    pass  # a flush that failed has been reported already
+
+    def _mark_interrupted(self) -> None:
+        if self.metadata.get("status") == "running":
+            self.write_metadata(status="interrupted", finished_at=datetime.now().isoformat(timespec="seconds"))
 
     def __enter__(self) -> ResultsWriter:
+        self._hard_exit = signals.on_hard_exit(self._mark_interrupted)
+        self._hard_exit.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._hard_exit.__exit__(None, None, None)
+        try:
+            if exc is not None and self.metadata.get("status") == "running":
+                now = datetime.now().isoformat(timespec="seconds")
+                if isinstance(exc, KeyboardInterrupt | Interrupted):
+                    self.write_metadata(status="interrupted", finished_at=now)
+                else:
+                    reason = str(exc) if isinstance(exc, AsyncbenchError) else f"{type(exc).__name__}: {exc}"
+                    self.write_metadata(status="failed", finished_at=now, reason=redact_text(reason))
+        except OutputError:
+            pass  # the sidecar cannot be written either: the original error is the one to report
+        finally:
+            self.close()
 
 
 def run_metadata(experiment: str, argv: Sequence[str], target: str, **extra: Any) -> dict[str, Any]:
@@ -190,6 +193,9 @@ def run_metadata(experiment: str, argv: Sequence[str], target: str, **extra: Any
 
 
 # --- reading results back (for charts) ----------------------------------------------------------
+
+# A results file is a few kB per level; anything this large is not one (or is a device).
+MAX_RESULT_BYTES = 256 * 1024 * 1024
 
 LOAD_REQUIRED = (
     "experiment", "level", "requests", "success_rate", "throughput_rps", "goodput_rps",
@@ -227,10 +233,17 @@ def read_run(csv_path: Path) -> Run:
     """Read a run's CSV (and its sidecars); OutputError naming the file when it is not one."""
     import pandas as pd
 
+    meta = _read_sidecar(csv_path.with_suffix(".json"))
     try:
+        check_readable_file(csv_path, MAX_RESULT_BYTES)
         frame = pd.read_csv(csv_path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise OutputError(f"{csv_path}: not a readable CSV ({exc})") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise OutputError(f"{csv_path}: not a readable CSV ({why})") from None
+    if frame.empty and meta.get("status") in ("failed", "interrupted", "running"):
+        why = f": {meta['reason']}" if meta.get("reason") else ""
+        raise OutputError(f"{csv_path}: the run {'stopped' if meta['status'] == 'running' else meta['status']} "
+                          f"before any level finished{why}")
     if "experiment" not in frame.columns or frame.empty:
         raise OutputError(f"{csv_path}: not an asyncbench result (no experiment column, or no rows)")
     experiments = set(frame["experiment"].astype(str))
@@ -251,19 +264,25 @@ def read_run(csv_path: Path) -> Run:
     latency_path = csv_path.with_name(csv_path.stem + "-latency.csv")
     if latency_path.exists():
         try:
+            check_readable_file(latency_path, MAX_RESULT_BYTES)
             latency = pd.read_csv(latency_path)
             if not {"level", "quantile", "latency_s"} <= set(latency.columns):
                 latency = None
         except (OSError, ValueError, pd.errors.ParserError):
             latency = None
-    meta: dict[str, Any] = {}
-    json_path = csv_path.with_suffix(".json")
-    if json_path.exists():
-        try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
     return Run(csv_path, frame, latency, meta)
+
+
+def _read_sidecar(json_path: Path) -> dict[str, Any]:
+    """The run's JSON sidecar, or {} when there is none or it is not readable JSON."""
+    if not json_path.exists():
+        return {}
+    try:
+        check_readable_file(json_path, MAX_RESULT_BYTES)
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def find_runs(results_dir: Path) -> tuple[list[Run], list[str]]:

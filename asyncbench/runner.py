@@ -9,7 +9,6 @@ step and raises `Interrupted`.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
@@ -19,10 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asyncbench import metrics, report
-from asyncbench.errors import ExitCode, Interrupted, OutputError, TargetError
+from asyncbench import metrics, report, signals
+from asyncbench.errors import Interrupted, OutputError, TargetError
 from asyncbench.options import check_target_url
-from asyncbench.results import ResultsWriter, redact_header, redact_url, run_metadata
+from asyncbench.redact import redact_header, redact_text, redact_url
+from asyncbench.results import ResultsWriter, run_metadata
 
 if TYPE_CHECKING:
     from asyncbench.experiments.load import LevelResult, RequestSpec
@@ -44,6 +44,14 @@ class Outputs:
                 check_output_dir(path, option)
 
 
+def prepare(url: str | None, outputs: Outputs) -> None:
+    """Refuse a bad target URL, then an unwritable output folder: both before anything runs
+    or any folder is made."""
+    if url is not None:
+        check_target_url(url)
+    outputs.check()
+
+
 def check_output_dir(path: Path, option: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -51,6 +59,17 @@ def check_output_dir(path: Path, option: str) -> None:
         raise OutputError(f"cannot create {option} {str(path)!r}: {exc.strerror or exc}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {str(path)!r} is not writable")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Fail before running anything when a file named by the user cannot be written."""
+    if path.is_dir():
+        raise OutputError(f"cannot write {option} {str(path)!r}: it is a directory")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {option} {str(path)!r}: no folder {str(folder)!r}")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise OutputError(f"cannot write {option} {str(path)!r}: permission denied")
 
 
 @contextmanager
@@ -73,38 +92,20 @@ def target(url: str | None, server: ServerConfig) -> Iterator[str]:
 
 
 def run_async(coro: Coroutine[Any, Any, Any], loop: str = "asyncio") -> Any:
-    """Run a coroutine on `loop` (asyncio or uvloop) with asyncbench's own Ctrl-C handling.
-
-    The first SIGINT or SIGTERM cancels the run — closing its connections, keeping what was
-    written — and raises KeyboardInterrupt; a second one exits at once. Installed explicitly,
-    because asyncio's own handler is skipped when SIGINT was ignored at start (a background job).
-    """
+    """Run a coroutine on `loop` (asyncio or uvloop); a first Ctrl-C or SIGTERM cancels it —
+    closing its connections, keeping what was written — and raises KeyboardInterrupt."""
     import asyncio
 
     async def guarded() -> Any:
-        running = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        signalled = False
-
-        def on_signal() -> None:
-            nonlocal signalled
-            if signalled:
-                os._exit(int(ExitCode.INTERRUPTED))
-            signalled = True
-            task.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            running.add_signal_handler(sig, on_signal)
         try:
-            return await coro
+            with signals.measuring(task):
+                return await coro
         except asyncio.CancelledError:
-            if signalled:
+            if signals.requested():
                 raise KeyboardInterrupt from None
             raise
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                running.remove_signal_handler(sig)
 
     if loop == "uvloop":
         import uvloop
@@ -127,13 +128,21 @@ def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asynci
 
 
 def preflight_or_fail(spec: RequestSpec, loop: str = "asyncio") -> str:
-    """One request before the run; TargetError when the target cannot be reached."""
+    """One request before the run; TargetError when the target cannot be reached. Says what it
+    answered, and warns when that answer is an error every request of the run would likely get."""
     from asyncbench.experiments.load import preflight
 
-    ok, detail = run_async(preflight(spec), loop)
-    if not ok:
-        raise TargetError(f"target {redact_url(spec.url)} is unreachable: {detail}")
-    return detail
+    answer = run_async(preflight(spec), loop)
+    if not answer.reachable:
+        raise TargetError(f"target {redact_url(spec.url)} is unreachable: {answer.detail}")
+    print(f"asyncbench: pre-flight {spec.method} {redact_url(spec.url)}: {answer.summary}", file=sys.stderr)
+    if answer.status is not None and answer.status >= 400:
+        said = f" ({redact_text(answer.body_excerpt)})" if answer.body_excerpt else ""
+        hint = ("check the URL, --method, -H and --data" if answer.status < 500
+                else "the target is failing before any load")
+        print(f"asyncbench: warning: the pre-flight request got HTTP {answer.status}{said}: every request "
+              f"of the run will likely fail the same way; {hint}", file=sys.stderr, flush=True)
+    return answer.summary
 
 
 def _metadata(experiment: str, url: str | None, target_url: str, server: ServerConfig,
@@ -211,7 +220,7 @@ def run_load(
     from asyncbench.metrics import LevelStats
     from asyncbench.system import raise_nofile_limit
 
-    outputs.check()
+    prepare(url, outputs)
     console = report.make_console()
     what = "limit" if experiment == "semaphore" else "level"
     nofile = raise_nofile_limit()
@@ -323,7 +332,7 @@ def run_pipeline(url: str | None, server: ServerConfig, outputs: Outputs, req: P
     from asyncbench.experiments import pipeline as experiment
     from asyncbench.experiments.load import RequestSpec
 
-    outputs.check()
+    prepare(url, outputs)
     console = report.make_console()
     with tempfile.TemporaryDirectory(prefix="asyncbench-") as scratch, target(url, server) as target_url:
         endpoint = target_url.rstrip("/") + "/embed" if url is None else target_url
@@ -397,7 +406,7 @@ def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: 
     from asyncbench.experiments import threads as experiment
     from asyncbench.experiments.load import RequestSpec
 
-    outputs.check()
+    prepare(url, outputs)
     console = report.make_console()
     with target(url, server) as target_url:
         detail = preflight_or_fail(RequestSpec(url=target_url, timeout=timeout))

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import csv
+import fcntl
 import json
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +31,33 @@ def server_stats(url: str) -> dict[str, Any]:
     """What the server saw, from its own /stats endpoint."""
     with urllib.request.urlopen(url + "/stats", timeout=10) as resp:
         return json.loads(resp.read())
+
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _listing(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_outputs_untouched() -> Iterator[None]:
+    """Fail the session when a test wrote into the checkout's results/ or plots/."""
+    before = {d: _listing(CHECKOUT / d) for d in ("results", "plots")}
+    yield
+    for folder, names in before.items():
+        added = sorted(_listing(CHECKOUT / folder) - names)
+        if added:
+            pytest.fail(f"tests wrote into the checkout's {folder}/: {', '.join(added[:5])}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every command it runs) works in its own temporary folder, so the default
+    results/ and plots/ land there, never in the checkout."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
 
 
 @pytest.fixture
@@ -39,23 +80,78 @@ def fast_server() -> Iterator[str]:
 
 # --- the command line, run as a user runs it --------------------------------------------------
 
-import csv  # noqa: E402
-import os  # noqa: E402
-import select  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
+def run_cli(*args: str, timeout: float = 300, max_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    """`asyncbench ARGS` in a subprocess with a fixed 100-column, non-terminal console.
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`asyncbench ARGS` in a subprocess with a fixed 100-column, non-terminal console."""
+    `max_file_bytes` caps the size of every file it writes (RLIMIT_FSIZE), as a full disk would:
+    a write past it fails with EFBIG.
+    """
     env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}
+
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     return subprocess.run(
         [sys.executable, "-m", "asyncbench", *args],
         capture_output=True, text=True, timeout=timeout, env=env,
+        preexec_fn=limit_files if max_file_bytes is not None else None,
     )
+
+
+def run_in_pty(*args: str, columns: int = 100, timeout: float = 120,
+               send_signal: tuple[str, int] | None = None) -> tuple[int, str]:
+    """`asyncbench ARGS` in a pseudo-terminal of `columns` columns, as a user types it: stdout and
+    stderr are a terminal, so the live display runs. Returns (exit code, everything it printed).
+
+    `send_signal=(text, signum)` sends `signum` once `text` has appeared in the output.
+    """
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen([sys.executable, "-m", "asyncbench", *args], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer of the terminal is gone
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+                if send_signal and send_signal[0] in b"".join(chunks).decode("utf-8", "replace"):
+                    proc.send_signal(send_signal[1])
+                    send_signal = None
+            elif proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+            raise AssertionError(f"asyncbench {' '.join(args)} did not finish in {timeout} s")
+        code = proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def wait_for_line(stream: Any, text: str, proc: subprocess.Popen[str]) -> str:
+    """Read `stream` line by line until one holds `text`: the sync point with a running command
+    (it ends by itself when the command exits)."""
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if text in line:
+            return line
+    raise AssertionError(f"{text!r} never appeared (exit {proc.wait()}): {''.join(seen)}")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 
 import pytest
-from conftest import free_port, read_csv, result_files, run_cli, server_stats
+from conftest import free_port, read_csv, result_files, run_cli, server_stats, wait_for_line
 
 from asyncbench.metrics import LevelStats
 
@@ -132,10 +131,7 @@ def test_interrupted_run_keeps_its_finished_levels(start_server, tmp_path):
     )
     try:
         # Level 1 takes 20 × 0.2 s; wait for its line on stderr, then interrupt level 2.
-        ready, _, _ = select.select([proc.stderr], [], [], 60)
-        assert ready, "no level finished"
-        line = proc.stderr.readline()
-        assert "level 1 done" in line, line
+        wait_for_line(proc.stderr, "level 1 done", proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -154,17 +150,32 @@ def test_interrupted_run_keeps_its_finished_levels(start_server, tmp_path):
 
 def test_secrets_never_reach_the_results(start_server, tmp_path):
     url = start_server(latency=0.0)
+    results = tmp_path / "r"
     out = run_cli("trap", url + "?api_key=SECRET-QUERY", "--levels", "1", "--cooldown", "0",
                   "-H", "Authorization: Bearer SECRET-TOKEN", "-H", "X-Api-Key: SECRET-KEY",
-                  "-H", "X-Trace: visible", "--results-dir", str(tmp_path))
+                  "-H", "X-Pass: SECRET-PASS", "-d", "user=bob&password=SECRET-BODY",
+                  "-H", "X-Trace: visible", "--results-dir", str(results), "--no-plot")
     assert out.returncode == 0, out.stderr
-    for path in tmp_path.iterdir():
+    for path in results.iterdir():
         text = path.read_text()
         assert "SECRET" not in text, path.name
-    meta = json.loads(result_files(tmp_path, "trap")[1].read_text())
+    meta = json.loads(result_files(results, "trap")[1].read_text())
     assert "X-Trace: visible" in meta["config"]["headers"]
     assert "Authorization: <redacted>" in meta["config"]["headers"]
+    assert "user=bob&password=<redacted>" in meta["command"]
     assert "SECRET" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["trap", "http://alice:SECRET-PW@127.0.0.1:1/", "--levels", "1"],  # unreachable: exit 1
+    ["trap", "-H", "Authorization Bearer SECRET-TOKEN"],  # no colon: bad header, exit 2
+    ["trap", "http://127.0.0.1:1/?token=SECRET-Q", "--levels", "1"],
+])
+def test_error_messages_redact_secrets(args, tmp_path):
+    out = run_cli(*args, "--results-dir", str(tmp_path / "r"), "--no-plot")
+    assert out.returncode in (1, 2), out.stderr
+    assert "asyncbench: error:" in out.stderr
+    assert "SECRET" not in out.stdout + out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(
@@ -186,11 +197,11 @@ def test_secrets_never_reach_the_results(start_server, tmp_path):
     ],
 )
 def test_bad_input_exits_2_naming_the_value(args, named, tmp_path):
-    out = run_cli(*args, "--results-dir", str(tmp_path))
+    out = run_cli(*args, "--results-dir", str(tmp_path / "r"))
     assert out.returncode == 2, out.stdout + out.stderr
     assert named in out.stderr
     assert "Traceback" not in out.stderr
-    assert not list(tmp_path.iterdir())  # nothing was run, nothing was written
+    assert not (tmp_path / "r").exists()  # nothing was run, nothing was written
 
 
 def test_unreachable_target_exits_1(tmp_path):

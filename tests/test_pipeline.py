@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_csv, run_cli
+from conftest import read_csv, run_cli, wait_for_line
 
 from asyncbench.experiments.pipeline import batches, clean, generate_text, read_chunks
 from asyncbench.server import embed
@@ -168,9 +167,7 @@ def test_interrupted_pipeline_leaves_valid_jsonl(tmp_path):
     )
     try:
         # The small input goes first and is quick; interrupt the slow large one.
-        ready, _, _ = select.select([proc.stderr], [], [], 120)
-        assert ready
-        assert "0.01 MB done" in proc.stderr.readline()
+        wait_for_line(proc.stderr, "0.01 MB done", proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

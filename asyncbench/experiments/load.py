@@ -114,12 +114,33 @@ async def run_sweep(
     return results
 
 
-async def preflight(spec: RequestSpec) -> tuple[bool, str]:
-    """One request before the sweep: (reachable, what happened)."""
-    async with AsyncHttpClient(max_concurrency=1, timeout=spec.timeout, retries=0, keep_body=False) as client:
+@dataclass
+class Preflight:
+    """The answer to the one request sent before a run."""
+
+    reachable: bool
+    status: int | None
+    latency_s: float
+    detail: str  # "HTTP 200", or why it failed
+    body_excerpt: str  # the start of the response body, for a status that is an error
+
+    @property
+    def summary(self) -> str:
+        return f"{self.detail} in {self.latency_s * 1000:.1f} ms"
+
+
+async def preflight(spec: RequestSpec) -> Preflight:
+    """One request before the sweep, shaped like the sweep's: can the target be reached, and
+    what does it answer?"""
+    async with AsyncHttpClient(max_concurrency=1, timeout=spec.timeout, retries=0,
+                               max_body_bytes=1024 * 1024) as client:
         result = await client.fetch(
             spec.url, method=spec.method, data=spec.data, headers=spec.headers or None
         )
     if result.error in ("connect", "timeout"):
-        return False, result.detail or result.error
-    return True, f"HTTP {result.status}" if result.status else (result.detail or "")
+        return Preflight(False, None, result.latency_s, result.detail or result.error, "")
+    excerpt = ""
+    if result.body and result.status is not None and result.status >= 400:
+        excerpt = " ".join(result.body[:200].decode("utf-8", "replace").split())
+    detail = f"HTTP {result.status}" if result.status else (result.detail or "")
+    return Preflight(True, result.status, result.latency_s, detail, excerpt)

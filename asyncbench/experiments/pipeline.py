@@ -17,11 +17,13 @@ import re
 import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
 from asyncbench.client import AsyncHttpClient, FetchResult
+from asyncbench.errors import OutputError
 from asyncbench.metrics import LatencyHistogram
 from asyncbench.system import PeakRss
 
@@ -161,6 +163,24 @@ def _jsonl_line(ident: int, result: FetchResult) -> str:
     return json.dumps({"id": ident, "error": result.error, "status": result.status, "detail": result.detail}) + "\n"
 
 
+@contextmanager
+def _closing_quietly(sink: IO[str]) -> Iterator[IO[str]]:
+    """Close `sink` at the end; a close that fails (the flush of a full disk) after an error has
+    been raised must not replace that error."""
+    try:
+        yield sink
+    except BaseException:
+        try:
+            sink.close()
+        except OSError:
+            pass
+        raise
+    try:
+        sink.close()
+    except OSError as exc:
+        raise OutputError(f"cannot write {sink.name}: {exc.strerror or exc}") from None
+
+
 async def run_pair(
     spec: PipelineSpec, source: Path, chunk_bytes: int, batch_size: int, concurrency: int,
     output: Path, input_mb: float, progress: list[int],
@@ -175,7 +195,11 @@ async def run_pair(
     latency = LatencyHistogram()
     successes = attempts = n_batches = 0
     started = _perf()
-    with open(source, "rb") as stream, open(output, "w", encoding="utf-8") as sink:
+    try:
+        sink = open(output, "w", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    with open(source, "rb") as stream, _closing_quietly(sink):
         async with AsyncHttpClient(max_concurrency=concurrency, timeout=spec.timeout, retries=spec.retries,
                                    headers=spec.headers) as client:
 
@@ -183,8 +207,11 @@ async def run_pair(
                 nonlocal successes, attempts
                 result = await client.fetch(spec.url, method="POST", json={"id": ident, "text": text})
                 # One write per line: a line is whole even if the run is cancelled after it.
-                sink.write(_jsonl_line(ident, result))
-                sink.flush()
+                try:
+                    sink.write(_jsonl_line(ident, result))
+                    sink.flush()
+                except OSError as exc:
+                    raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
                 latency.record(result.latency_s)
                 attempts += result.attempts
                 successes += result.ok
@@ -192,7 +219,13 @@ async def run_pair(
 
             for batch in batches(clean(read_chunks(stream, chunk_bytes)), batch_size):
                 n_batches += 1
-                await asyncio.gather(*(post(i, text) for i, text in batch))
+                try:
+                    # A task group: when one post fails to write, the batch's others are cancelled.
+                    async with asyncio.TaskGroup() as group:
+                        for i, text in batch:
+                            group.create_task(post(i, text))
+                except ExceptionGroup as failed:
+                    raise failed.exceptions[0] from None
     elapsed = _perf() - started
     peak = tracemalloc.get_traced_memory()[1]
     if not tracing:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from asyncbench import signals
 from asyncbench.client import AsyncHttpClient
 from asyncbench.system import LoopLagMonitor
 
@@ -96,7 +97,8 @@ async def run(config: ThreadsConfig, on_phase: Callable[[PhaseRun], None]) -> li
             return threading.current_thread().name, result.ok
 
         async def blocking() -> tuple[str, bool]:
-            time.sleep(config.sleep)  # deliberately blocks the event loop: the lesson
+            with signals.interruptible():  # Ctrl-C must not wait for tasks × sleep seconds
+                time.sleep(config.sleep)  # deliberately blocks the event loop: the lesson
             return threading.current_thread().name, True
 
         async def nonblocking() -> tuple[str, bool]:

@@ -1,0 +1,124 @@
+"""Ctrl-C and SIGTERM, handled one way for the whole life of a command.
+
+The first signal asks the run to stop: a measurement in progress is cancelled (its connections
+closed, every finished level kept) and, anywhere else, KeyboardInterrupt is raised; either way
+the command ends with exit code 130 and a message. A second signal exits at once — but never in
+the middle of writing a results file: a write in progress (`protected`) finishes first, then the
+hooks registered with `on_hard_exit` mark the run's sidecar as interrupted, then the process
+exits with 130.
+
+Python runs signal handlers in the main thread between bytecodes, so the handler can interrupt a
+blocking call (`interruptible`) but hands a running event loop a cancellation, thread-safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from asyncbench.errors import ExitCode
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _State:
+    def __init__(self) -> None:
+        self.received = 0  # signals received so far
+        self.protected = 0  # depth of file writes in progress
+        self.pending = False  # a signal arrived during a protected write
+        self.raise_here = 0  # depth of regions where a signal raises at once
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.hooks: list[Callable[[], None]] = []
+
+
+_state = _State()
+
+
+def install() -> None:
+    """Take over SIGINT and SIGTERM for this process (main thread only)."""
+    for sig in SIGNALS:
+        signal.signal(sig, _handle)
+
+
+def requested() -> bool:
+    """Whether a stop was asked for (a first signal arrived)."""
+    return _state.received > 0
+
+
+def _handle(signum: int, frame: Any) -> None:
+    _state.received += 1
+    if _state.protected:
+        _state.pending = True  # acted on when the write ends
+        return
+    _act()
+
+
+def _act() -> None:
+    if _state.received >= 2:
+        _hard_exit()
+    if _state.raise_here or _state.task is None or _state.loop is None or _state.loop.is_closed():
+        raise KeyboardInterrupt
+    if _state.received == 1:
+        _state.loop.call_soon_threadsafe(_state.task.cancel)
+
+
+def _hard_exit() -> None:
+    os.write(2, b"asyncbench: interrupted again: stopping now; finished levels are saved\n")
+    for hook in reversed(_state.hooks):
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - exiting anyway; a failed hook must not stop the exit
+            pass
+    os._exit(int(ExitCode.INTERRUPTED))
+
+
+@contextmanager
+def protected() -> Iterator[None]:
+    """A span (a file write) that a signal must not cut in two: signals wait for its end."""
+    _state.protected += 1
+    try:
+        yield
+    finally:
+        _state.protected -= 1
+        if not _state.protected and _state.pending:
+            _state.pending = False
+            _act()
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """A span (a deliberate blocking call on the event loop) that a signal interrupts at once."""
+    _state.raise_here += 1
+    try:
+        if _state.received:
+            raise KeyboardInterrupt
+        yield
+    finally:
+        _state.raise_here -= 1
+
+
+@contextmanager
+def measuring(task: asyncio.Task[Any]) -> Iterator[None]:
+    """While `task` runs on the current loop, a first signal cancels it."""
+    _state.loop, _state.task = task.get_loop(), task
+    try:
+        if _state.received:
+            task.cancel()
+        yield
+    finally:
+        _state.loop = _state.task = None
+
+
+@contextmanager
+def on_hard_exit(hook: Callable[[], None]) -> Iterator[None]:
+    """Run `hook` if a second signal ends the process while this span is open."""
+    _state.hooks.append(hook)
+    try:
+        yield
+    finally:
+        _state.hooks.remove(hook)

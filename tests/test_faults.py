@@ -1,0 +1,232 @@
+"""Hard cases: hostile input, outputs that cannot be written, signals at awkward moments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import read_csv, result_files, run_cli, wait_for_line
+
+
+def _popen(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}
+    return subprocess.Popen([sys.executable, "-m", "asyncbench", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _sidecars(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in folder.glob("*.json")]
+
+
+# --- inputs that are not regular files, or not text ------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["pipeline", "--input", "{fifo}"],
+    ["pipeline", "--input", "/dev/zero"],
+    ["trap", "-d", "@/dev/zero"],
+    ["trap", "-d", "@{fifo}"],
+])
+def test_inputs_that_are_not_regular_files_are_refused_without_reading_them(args, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = [a.replace("{fifo}", str(fifo)) for a in args]
+    out = run_cli(*args, "--results-dir", str(tmp_path / "r"), timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "not a regular file" in out.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything ran
+
+
+def test_a_request_body_file_is_capped(tmp_path):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(65 * 1024 * 1024)  # sparse: no disk used
+    out = run_cli("trap", "-d", f"@{big}", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 2
+    assert "65.0 MiB, more than the 64 MiB allowed" in out.stderr
+
+
+def test_a_results_csv_that_links_to_a_device_is_skipped_not_read(tmp_path):
+    results = tmp_path / "r"
+    out = run_cli("trap", "--levels", "1", "--cooldown", "0", "--no-plot", "--results-dir", str(results))
+    assert out.returncode == 0, out.stderr
+    (results / "trap-20990101-000000.csv").symlink_to("/dev/zero")
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "trap-20990101-000000.csv: not a readable CSV (not a regular file" in out.stderr
+
+
+def test_an_argument_that_is_not_utf8_is_bad_input(tmp_path):
+    env = {**os.environ, "COLUMNS": "100"}
+    out = subprocess.run([sys.executable, "-m", "asyncbench", "trap", "-d", b"\xff\xfe"],
+                         capture_output=True, env=env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert b"invalid argument '\\xff\\xfe': not valid UTF-8" in out.stderr
+    assert b"internal error" not in out.stderr
+
+
+@pytest.mark.parametrize(("host", "canonical"), [
+    ("127.1", "127.0.0.1"), ("2130706433", "127.0.0.1"), ("0x7f.0.0.1", "127.0.0.1"),
+])
+def test_shorthand_ipv4_addresses_are_refused_naming_the_canonical_form(host, canonical, tmp_path):
+    out = run_cli("trap", f"http://{host}:1/", "--levels", "1", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 2
+    assert f"write it as {canonical}" in out.stderr
+
+
+# --- outputs that cannot be written ------------------------------------------------------------
+
+
+def test_pipeline_output_on_a_directory_exits_1_before_running(tmp_path):
+    out = run_cli("pipeline", "--output", str(tmp_path), "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 1
+    assert "it is a directory" in out.stderr and "internal error" not in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_pipeline_output_on_a_full_device_fails_with_the_reason(tmp_path):
+    results = tmp_path / "r"
+    out = run_cli("pipeline", "--generate-mb", "0.05", "--output", "/dev/full", "--no-plot",
+                  "--results-dir", str(results))
+    assert out.returncode == 1
+    assert "cannot write /dev/full: No space left on device" in out.stderr
+    assert "internal error" not in out.stderr
+    [meta] = _sidecars(results)
+    assert meta["status"] == "failed" and "No space left" in meta["reason"]
+
+
+def test_results_on_a_full_disk_exit_1_and_leave_no_empty_files(tmp_path):
+    results = tmp_path / "r"
+    out = run_cli("trap", "--levels", "1", "--results-dir", str(results), max_file_bytes=100)
+    assert out.returncode == 1, out.stderr
+    assert "File too large" in out.stderr and "internal error" not in out.stderr
+    assert list(results.iterdir()) == []
+
+
+def test_a_run_that_fails_midway_says_failed_with_the_reason_and_keeps_its_levels(tmp_path):
+    # The latency file (≈2 kB a level) outgrows the cap at level 2; the sidecar still fits.
+    results = tmp_path / "r"
+    out = run_cli("trap", "--levels", "1,2,3", "--cooldown", "0", "--no-plot", "--results-dir", str(results),
+                  max_file_bytes=3000)
+    assert out.returncode == 1, out.stderr
+    assert "-latency.csv: File too large" in out.stderr
+    csv_path, json_path, _ = result_files(results, "trap")
+    meta = json.loads(json_path.read_text())
+    assert meta["status"] == "failed"
+    assert "File too large" in meta["reason"]
+    assert meta["levels_completed"] == 1
+    assert [r["level"] for r in read_csv(csv_path)][:1] == ["1"]
+    assert not list(results.glob("*.tmp"))
+
+
+def test_plot_names_a_run_that_failed_before_any_level(tmp_path):
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "trap-20260101-000000.csv").write_text("experiment,level,requests\n")
+    (results / "trap-20260101-000000.json").write_text(json.dumps(
+        {"experiment": "trap", "status": "failed", "reason": "cannot write x: No space left on device"}))
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"))
+    assert out.returncode == 1
+    assert "the run failed before any level finished: cannot write x: No space left on device" in out.stderr
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempt", range(int(os.environ.get("ATTEMPTS", 3))))
+def test_two_sigints_a_millisecond_apart_keep_the_sidecar_whole(attempt, start_server, tmp_path):
+    url = start_server(latency=0.05, capacity=1000, queue=0)
+    results = tmp_path / "r"
+    proc = _popen("trap", url, "--levels", "1,2,3,4", "--requests-per-level", "40", "--cooldown", "0",
+                  "--no-plot", "--results-dir", str(results))
+    try:
+        wait_for_line(proc.stderr, "level 1 done", proc)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.001)  # the scenario itself: a double Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "interrupted" in err
+    assert not list(results.glob("*.tmp"))
+    [meta] = _sidecars(results)
+    assert meta["status"] == "interrupted", err
+    assert meta["levels_completed"] >= 1
+
+
+class _SilentServer:
+    """Accepts connections and never answers: a pre-flight request to it hangs, and the moment
+    it is accepted is a sync point."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.accepted = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        self.conns.append(conn)
+        self.accepted.set()
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_the_measurement_starts_exits_130_with_a_message(signum, tmp_path):
+    server = _SilentServer()
+    try:
+        proc = _popen("trap", server.url, "--levels", "1", "--timeout", "30", "--results-dir", str(tmp_path / "r"))
+        assert server.accepted.wait(60), "asyncbench never sent its pre-flight request"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        server.close()
+    assert proc.returncode == 130
+    assert "asyncbench: interrupted" in err
+
+
+def test_sigterm_while_charts_render_exits_130_with_a_message(tmp_path):
+    proc = _popen("trap", "--levels", "1,2", "--cooldown", "0", "--results-dir", str(tmp_path / "r"),
+                  "--plots-dir", str(tmp_path / "p"))
+    wait_for_line(proc.stdout, "results:", proc)  # printed just before the charts are drawn
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "asyncbench: interrupted" in err
+    [meta] = _sidecars(tmp_path / "r")
+    assert meta["status"] == "complete"  # the measurement had finished: it stays complete
+
+
+def test_ctrl_c_interrupts_the_blocking_phase_of_threads_at_once(tmp_path):
+    # 1,000 tasks × 10 s of time.sleep on the loop would block for hours.
+    results = tmp_path / "r"
+    proc = _popen("threads", "--tasks", "1000", "--sleep", "10", "--no-plot", "--results-dir", str(results))
+    try:
+        wait_for_line(proc.stdout, "phase: concurrent", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    [meta] = _sidecars(results)
+    assert meta["status"] == "interrupted"
