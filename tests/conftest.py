@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -227,3 +228,79 @@ http {{
     yield {"url": url, "access_log": access_log}
     proc.terminate()
     proc.wait(timeout=10)
+
+
+# --- a raw HTTP/1.1 server that misbehaves on purpose --------------------------------------------
+
+import socketserver  # noqa: E402
+
+
+class RawServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 whose answers are written by the test, byte by byte:
+    `respond(n, request_head, sock)` handles the n-th request (from 0) and returns False to close
+    the connection. `requests` counts every request that reached it."""
+
+    def __init__(self, respond: Callable[[int, bytes, socket.socket], bool]) -> None:
+        outer = self
+        self.requests = 0
+        self._lock = threading.Lock()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = self.request.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(buf) < length:
+                        buf += self.request.recv(65536)
+                    buf = buf[length:]
+                    with outer._lock:
+                        n = outer.requests
+                        outer.requests += 1
+                    try:
+                        if not respond(n, head, self.request):
+                            return
+                    except OSError:
+                        return
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 1024
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def http_response(status: int = 200, body: bytes = b"ok\n", headers: dict[str, str] | None = None) -> bytes:
+    reason = {200: "OK", 429: "Too Many Requests", 503: "Service Unavailable"}.get(status, "X")
+    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[int, bytes, socket.socket], bool]], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(respond: Callable[[int, bytes, socket.socket], bool]) -> RawServer:
+        servers.append(RawServer(respond))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_csv, result_files, run_cli, wait_for_line
+from conftest import http_response, read_csv, result_files, run_cli, wait_for_line
 
 
 def _popen(*args: str) -> subprocess.Popen[str]:
@@ -230,3 +230,138 @@ def test_ctrl_c_interrupts_the_blocking_phase_of_threads_at_once(tmp_path):
     assert "interrupted" in err
     [meta] = _sidecars(results)
     assert meta["status"] == "interrupted"
+
+
+# --- targets that misbehave ----------------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+def _one_row(results: Path, experiment: str = "semaphore") -> dict[str, str]:
+    [row] = read_csv(result_files(results, experiment)[0])
+    return row
+
+
+def test_huge_bodies_are_counted_and_discarded_in_bounded_memory(raw_server, tmp_path):
+    chunk = bytes(MB)
+
+    def respond(n: int, head: bytes, sock) -> bool:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (100 * MB))
+        for _ in range(100):
+            sock.sendall(chunk)
+        return True
+
+    server = raw_server(respond)
+    results = tmp_path / "r"
+    out = run_cli("semaphore", server.url, "--limits", "8", "--requests", "16", "--no-plot",
+                  "--results-dir", str(results))
+    assert out.returncode == 0, out.stderr
+    row = _one_row(results)
+    assert float(row["success_rate"]) == 1.0
+    assert int(row["body_bytes"]) == 16 * 100 * MB
+    assert float(row["peak_rss_mb"]) < 250  # 8 bodies of 100 MB in flight at once
+
+
+def test_a_compressed_body_is_not_inflated_by_the_load_engine(raw_server, tmp_path):
+    import gzip
+
+    bomb = gzip.compress(bytes(512 * MB), compresslevel=9)
+
+    def respond(n: int, head: bytes, sock) -> bool:
+        sock.sendall(http_response(200, bomb, {"Content-Encoding": "gzip"}))
+        return True
+
+    server = raw_server(respond)
+    results = tmp_path / "r"
+    out = run_cli("semaphore", server.url, "--limits", "4", "--requests", "8", "--no-plot",
+                  "--results-dir", str(results))
+    assert out.returncode == 0, out.stderr
+    row = _one_row(results)
+    assert int(row["body_bytes"]) == 8 * len(bomb)  # counted as it came on the wire
+    assert float(row["peak_rss_mb"]) < 250
+
+
+def test_the_library_client_caps_the_bodies_it_keeps(raw_server):
+    import asyncio
+
+    from asyncbench.client import AsyncHttpClient
+
+    server = raw_server(lambda n, head, sock: sock.sendall(http_response(200, bytes(3 * MB))) or True)
+
+    async def fetch():
+        async with AsyncHttpClient(max_body_bytes=MB) as client:
+            return await client.fetch(server.url)
+
+    capped = asyncio.run(fetch())
+    assert not capped.ok and capped.error == "other"
+    assert "larger than 1,048,576 bytes" in capped.detail
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+def test_every_attempt_on_the_wire_is_counted_when_the_server_drops_connections(retries, raw_server, tmp_path):
+    def respond(n: int, head: bytes, sock) -> bool:
+        if n == 0:  # the pre-flight request is answered; then every request is dropped unanswered
+            sock.sendall(http_response(200))
+            return True
+        return False
+
+    server = raw_server(respond)
+    results = tmp_path / "r"
+    out = run_cli("semaphore", server.url, "--limits", "5", "--requests", "100", "--retries", str(retries),
+                  "--no-plot", "--results-dir", str(results))
+    assert out.returncode == 0, out.stderr
+    row = _one_row(results)
+    assert int(row["successes"]) == 0
+    assert int(row["attempts"]) == 100 * (1 + retries)
+    assert server.requests == int(row["attempts"]) + 1  # + the pre-flight: nothing sent unseen
+
+
+def test_a_retry_after_longer_than_the_timeout_is_not_waited_for(raw_server, tmp_path):
+    server = raw_server(lambda n, head, sock: sock.sendall(
+        http_response(503, b"busy\n", {"Retry-After": "99999"})) or True)
+    results = tmp_path / "r"
+    out = run_cli("semaphore", server.url, "--limits", "5", "--requests", "20", "--timeout", "1",
+                  "--retries", "1", "--no-plot", "--results-dir", str(results))
+    assert out.returncode == 0, out.stderr
+    row = _one_row(results)
+    assert float(row["latency_max_s"]) < 1.0  # the whole request stays within --timeout
+    assert int(row["retry_after_refused"]) == 20
+    assert int(row["attempts"]) == 20
+    assert "asked to be retried after longer than the time left of --timeout" in " ".join(out.stdout.split())
+
+
+def test_every_request_failing_is_explained_before_and_after_the_sweep(start_server, tmp_path):
+    url = start_server(latency=0.0)
+    out = run_cli("trap", url + "/embed", "-X", "POST", "-d", "not json", "--levels", "1,5", "--cooldown", "0",
+                  "--no-plot", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert "pre-flight POST" in out.stderr and "HTTP 400" in out.stderr
+    assert "every request of the run will likely fail the same way" in " ".join(out.stderr.split())
+    assert "malformed request" in out.stderr  # what the target said
+    assert "every request failed: 6 × HTTP 400" in out.stdout
+    row = read_csv(result_files(tmp_path / "r", "trap")[0])[-1]
+    assert row["error_statuses"] == "400:5"
+
+
+def test_a_target_that_dies_midrun_is_said_to_have_gone_away(tmp_path):
+    from asyncbench.server import EmbeddedServer, ServerConfig
+
+    server = EmbeddedServer(ServerConfig(latency=0.0, capacity=1000, queue=1000))
+    url = server.start()
+    results = tmp_path / "r"
+    try:
+        proc = _popen("trap", url, "--levels", "1,200,400", "--cooldown", "0.5", "--no-plot",
+                      "--results-dir", str(results))
+        wait_for_line(proc.stderr, "level 1 done", proc)
+        server.stop()  # during the cooldown after level 1
+        out, err = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, err
+    rows = {int(r["level"]): r for r in read_csv(result_files(results, "trap")[0])}
+    for level in (200, 400):
+        assert int(rows[level]["errors_connect"]) == level
+        assert rows[level]["client_limited"] == "false"
+    flat = " ".join(out.split())
+    assert "the target went away" in flat
+    assert "the client was the limit" not in flat
