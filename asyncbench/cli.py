@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from asyncbench import __version__
 from asyncbench.errors import AsyncbenchError, ExitCode, Interrupted, TargetError, UsageError
@@ -34,7 +35,26 @@ if TYPE_CHECKING:
     from asyncbench.experiments.load import RequestSpec
     from asyncbench.server import ServerConfig
 
+class _NoHelpMetavar:
+    """`--help` is a flag: typer 0.2x would show it as `--help <bool>`."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_NoHelpMetavar, TyperCommand):
+    pass
+
+
+class _Group(_NoHelpMetavar, TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     name="asyncbench",
     help="A concurrency lab for HTTP services: sweep concurrency, explain the result, "
     "find the sweet spot.",
@@ -64,7 +84,7 @@ def command(panel: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
             except KeyboardInterrupt:
                 raise Interrupted("interrupted") from None
 
-        return app.command(rich_help_panel=panel, help=_help(fn.__doc__))(run)
+        return app.command(cls=_Command, rich_help_panel=panel, help=_help(fn.__doc__))(run)
 
     return register
 
@@ -79,7 +99,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool | None,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+        typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = None,
 ) -> None:
     """asyncbench: how much concurrency should I use, and what happens when I use too much?"""
@@ -93,13 +113,13 @@ _SRV = "Embedded server (when no URL is given)"
 
 UrlArg = Annotated[
     str | None,
-    typer.Argument(help="Target URL, on a loopback address. Omitted: the embedded server.", show_default=False),
+    typer.Argument(metavar="URL", help="Target URL, on a loopback address. Omitted: the embedded server.", show_default=False),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Total time allowed per request, seconds.", rich_help_panel=_REQ)]
 MethodOpt = Annotated[str, typer.Option("--method", "-X", help="HTTP method.", rich_help_panel=_REQ)]
 HeaderOpt = Annotated[
     list[str] | None,
-    typer.Option("--header", "-H", help="Request header 'Name: value' (repeatable). Secrets are redacted from results.", rich_help_panel=_REQ, show_default=False),
+    typer.Option("--header", "-H", metavar="'NAME: VALUE'", help="Request header 'Name: value' (repeatable). Secrets are redacted from results.", rich_help_panel=_REQ, show_default=False),
 ]
 DataOpt = Annotated[str | None, typer.Option("--data", "-d", help="Request body; '@FILE' reads a file.", rich_help_panel=_REQ, show_default=False)]
 RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries per request (timeouts, connection errors, 5xx, 429).", rich_help_panel=_REQ)]
@@ -108,7 +128,7 @@ RoundsOpt = Annotated[int, typer.Option("--rounds", help="Run each level this ma
 MinSuccessOpt = Annotated[float, typer.Option("--min-success", help="Success-rate floor (0..1) for the sweet spot.", rich_help_panel=_OUT)]
 ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Folder for CSV/JSON results.", rich_help_panel=_OUT)]
 PlotsDirOpt = Annotated[Path, typer.Option("--plots-dir", help="Folder for charts.", rich_help_panel=_OUT)]
-NoPlotOpt = Annotated[bool, typer.Option("--no-plot", help="Skip the charts.", rich_help_panel=_OUT)]
+NoPlotOpt = Annotated[bool, typer.Option("--no-plot", metavar="", help="Skip the charts.", rich_help_panel=_OUT)]
 LoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio or uvloop.", rich_help_panel=_REQ)]
 SrvLatencyOpt = Annotated[float, typer.Option("--server-latency", help="Service time per request, seconds.", rich_help_panel=_SRV)]
 SrvCapacityOpt = Annotated[int, typer.Option("--server-capacity", help="Requests served at once.", rich_help_panel=_SRV)]
@@ -283,7 +303,7 @@ def _parse_sizes(text: str) -> list[float]:
 
 @command("Experiments")
 def pipeline(
-    url: Annotated[str | None, typer.Argument(help="Embedding API URL (loopback). Omitted: the embedded server's /embed.", show_default=False)] = None,
+    url: Annotated[str | None, typer.Argument(metavar="URL", help="Embedding API URL (loopback). Omitted: the embedded server's /embed.", show_default=False)] = None,
     input_file: Annotated[Path | None, typer.Option("--input", help="Text file to ingest.", show_default=False)] = None,
     generate_mb: Annotated[str | None, typer.Option("--generate-mb", help="Synthetic input of this many MB (comma list: one run per size). Default 1 without --input.", show_default=False)] = None,
     chunk_bytes: Annotated[int, typer.Option("--chunk-bytes", help="Chunk size in bytes (UTF-8 characters are never split).")] = 1024,
@@ -293,7 +313,7 @@ def pipeline(
     retries: RetriesOpt = 3,
     timeout: TimeoutOpt = 10.0,
     header: HeaderOpt = None,
-    cooldown: CooldownOpt = 1.0,
+    cooldown: Annotated[float, typer.Option("--cooldown", help="Pause between runs (one per batch size and concurrency), seconds, so the target drains.", rich_help_panel=_REQ)] = 1.0,
     loop: LoopOpt = "asyncio",
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
@@ -365,9 +385,9 @@ def threads(
 
 @command("Tools")
 def plot(
-    results_dir: Annotated[Path, typer.Argument(help="Folder of results (CSV + JSON) to chart.", show_default=False)],
+    results_dir: Annotated[Path, typer.Argument(metavar="RESULTS_DIR", help="Folder of results (CSV + JSON) to chart.")] = Path("results"),
     out: Annotated[Path, typer.Option("--out", help="Folder for the charts.")] = Path("plots"),
-    all_runs: Annotated[bool, typer.Option("--all", help="Overlay every trap / semaphore run, not just the newest.")] = False,
+    all_runs: Annotated[bool, typer.Option("--all", metavar="", help="Overlay every trap / semaphore run, not just the newest.")] = False,
 ) -> None:
     """Render every chart for a folder of results, and compare trap with semaphore."""
     from asyncbench.runner import plot_folder

@@ -36,3 +36,24 @@ def test_plot_runs_in_a_terminal(tmp_path):
     code, screen = run_in_pty("plot", str(tmp_path / "r"), "--out", str(tmp_path / "p"))
     assert code == 0, screen
     assert "wrote" in screen and list((tmp_path / "p").glob("trap-*-throughput.png"))
+
+
+@pytest.mark.parametrize("command", ["trap", "semaphore", "pipeline", "threads", "plot", "serve", None])
+def test_help_shows_no_type_placeholders_and_unbroken_sentences(command):
+    import os
+    import subprocess
+    import sys
+
+    args = [command, "--help"] if command else ["--help"]
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    out = subprocess.run([sys.executable, "-m", "asyncbench", *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    for placeholder in ("<bool>", "<list", "{results_dir}", "{url}"):
+        assert placeholder not in out.stdout, placeholder
+    # At 200 columns every paragraph of a description fits on one line: no break from the source.
+    lines = [line.strip(" │") for line in out.stdout.splitlines()]
+    if command == "trap":
+        assert "Throughput climbs with the level until the server is full; then it sheds requests and the " \
+               "success rate collapses." in lines
+    if command == "pipeline":
+        assert "between levels" not in out.stdout
