@@ -400,6 +400,23 @@ def failure_summary(row: LevelStats) -> str:
     return ", ".join(f"{n:,} × {label}" for n, label in parts) or "none"
 
 
+def same_requests(trap: Any, sem: Any) -> tuple[int, Any] | None:
+    """The lab's comparison: the trap level that sent as many requests at once as each semaphore
+    limit sent through its slots (frames with the CSV columns). (requests, trap row) or None."""
+    rounds = int(sem["rounds"].iloc[0]) if "rounds" in sem else 1
+    n = int(sem["requests"].iloc[0]) // max(1, rounds)
+    for row in trap.itertuples():
+        per_round = int(row.requests) // max(1, int(getattr(row, "rounds", 1)))
+        if int(row.level) == n and per_round == n:
+            return n, row
+    return None
+
+
+def fmt_mb(x: float) -> str:
+    """A size in MiB for people: three significant digits ('1.42', '0.25', '8'), whole above 100."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def pipeline_findings(rows: Sequence[Any]) -> list[str]:
     """What the pipeline sweeps show about memory: flat across input sizes and batch sizes,
     growing with concurrency. Each finding compares rows that differ in one setting only."""
@@ -422,7 +439,8 @@ def pipeline_findings(rows: Sequence[Any]) -> list[str]:
         lo, hi = group[0], group[-1]
         x_lo, x_hi = getattr(lo, axis), getattr(hi, axis)
         label, unit = names[axis]
-        at = ", ".join(f"{names[a][0]} {v:g}{names[a][1]}" for a, v in zip(others, key, strict=True))
+        at = ", ".join(f"{names[a][0]} {fmt_mb(v) if a == 'input_mb' else f'{v:g}'}{names[a][1]}"
+                       for a, v in zip(others, key, strict=True))
         change = (hi.peak_traced_mb / lo.peak_traced_mb) if lo.peak_traced_mb > 0 else float("inf")
         findings.append(
             f"{label} {x_lo:g}{unit} → {x_hi:g}{unit} (×{x_hi / x_lo:g}, at {at}): peak traced memory "

@@ -7,6 +7,7 @@ differs by marker or line style.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from asyncbench.errors import OutputError  # noqa: E402
+from asyncbench.metrics import fmt_mb, same_requests  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -31,6 +34,8 @@ BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, YELLOW, BLACK = (
     "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
 )
 CYCLE = (BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, BLACK)
+YELLOW_DARK = "#B8860B"  # the Okabe-Ito yellow is too faint for a line on white
+LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 plt.rcParams.update({
@@ -54,23 +59,61 @@ def target_label(meta: dict[str, Any]) -> str:
     return str(meta.get("target", "target"))
 
 
+def _thousands(v: float, _: Any = None) -> str:
+    """Axis labels as the tables write numbers: '1,200', '50', '0.5'."""
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.3g}"
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a log axis from lo to hi: 1-2-5 steps, or every digit when that gives
+    fewer than three labels, or four evenly spaced round values over a narrow range."""
+    lo, hi = max(lo, 1e-12), max(hi, 1e-12)
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for subs in ((1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0**e for e in decades for m in subs if lo <= m * 10.0**e <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    return sorted({float(f"{v:.2g}") for v in np.geomspace(lo, hi, 4)})
+
+
+def _set_log(axis: Any, lo: float, hi: float) -> None:
+    axis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+    axis.set_major_formatter(FuncFormatter(_thousands))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _level_axis(ax: Axes, levels: Sequence[float], experiment: str) -> None:
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
     lo, hi = min(levels), max(levels)
     ax.set_xlim(lo / 1.5, hi * 1.5)
+    _set_log(ax.xaxis, lo, hi)
     ax.set_xlabel("semaphore limit (requests in flight)" if experiment == "semaphore"
                   else "concurrency (simultaneous requests)")
 
 
 def _log_y(ax: Axes) -> None:
-    """A log y axis labelled 1, 2, 5, 10, 20, 50 ... in plain numbers."""
+    """A log y axis labelled in plain numbers, with at least three labels."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    lo, hi = ax.dataLim.intervaly
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= 0:
+        return
+    lo = lo if lo > 0 else hi / 10
+    ax.set_ylim(lo / 1.15, hi * 1.15)
+    _set_log(ax.yaxis, lo / 1.15, hi * 1.15)
+
+
+def _plain_y(ax: Axes) -> None:
+    ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
+
+
+def _mark_client_limited(ax: Axes, df: Any, y: Any) -> None:
+    """Ring the levels where the client, not the server, was the limit, as '!' in the table."""
+    if "client_limited" not in df:
+        return
+    limited = df["client_limited"].astype(str).str.lower() == "true"
+    if limited.any():
+        ax.scatter(df["level"][limited], y[limited], s=160, facecolors="none", edgecolors=VERMILLION,
+                   linewidths=1.8, zorder=5, label="client-limited: these figures describe the client")
 
 
 def _title(fig: Figure, what: str, run: Run) -> None:
@@ -78,11 +121,12 @@ def _title(fig: Figure, what: str, run: Run) -> None:
     fig.text(0.01, 0.925, f"{target_label(run.meta)} · {run.stem}", fontsize=8.5, color="#444444", ha="left")
 
 
-def _mark_sweet(ax: Axes, sweet: int | None, label: bool = True) -> None:
+def _mark_sweet(ax: Axes, sweet: int | None, label: bool = True, reliable: bool = True) -> None:
     if sweet is None:
         return
-    ax.axvline(sweet, color=GREEN, linestyle=":", linewidth=1.5,
-               label=f"sweet spot ({sweet:,})" if label else None)
+    text = f"sweet spot ({sweet:,})" if reliable else f"sweet spot ({sweet:,}), unreliable: client-limited"
+    ax.axvline(sweet, color=GREEN if reliable else YELLOW_DARK, linestyle=":", linewidth=1.5,
+               label=text if label else None)
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
@@ -102,16 +146,24 @@ def sweet_level(run: Run) -> int | None:
     return int(spot["level"]) if isinstance(spot, dict) and "level" in spot else None
 
 
+def _sweet(ax: Axes, run: Run) -> None:
+    spot = run.meta.get("sweet_spot")
+    reliable = not (isinstance(spot, dict) and spot.get("reliable") is False)
+    _mark_sweet(ax, sweet_level(run), reliable=reliable)
+
+
 def throughput_chart(run: Run, out_dir: Path) -> Path:
     """Throughput (every outcome) and goodput (successes) against the level."""
     df = run.frame
     fig, ax = plt.subplots()
     ax.plot(df["level"], df["throughput_rps"], marker="o", color=BLUE, label="throughput (all responses)")
     ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
-    _mark_sweet(ax, sweet_level(run))
+    _mark_client_limited(ax, df, df["throughput_rps"])
+    _sweet(ax, run)
     _level_axis(ax, df["level"], run.experiment)
     ax.set_ylabel("requests per second")
     ax.set_ylim(bottom=0)
+    _plain_y(ax)
     ax.legend(loc="upper left")
     _title(fig, "Throughput and goodput", run)
     return _save(fig, out_dir, f"{run.stem}-throughput")
@@ -130,7 +182,8 @@ def latency_chart(run: Run, out_dir: Path) -> Path:
     if run.experiment == "semaphore" and "queue_wait_mean_s" in df:
         ax.plot(df["level"], df["queue_wait_mean_s"] * 1000, marker="D", color=PURPLE, linestyle="--",
                 label="mean wait for a slot (client side)")
-    _mark_sweet(ax, sweet_level(run))
+    _mark_client_limited(ax, df, df["latency_p50_s"] * 1000)
+    _sweet(ax, run)
     _level_axis(ax, df["level"], run.experiment)
     ax.set_ylabel("latency (ms)")
     _log_y(ax)
@@ -146,7 +199,8 @@ def success_chart(run: Run, out_dir: Path, min_success: float) -> Path:
     ax.plot(df["level"], df["success_rate"] * 100, marker="o", color=BLUE, label="success rate")
     ax.axhline(min_success * 100, color=VERMILLION, linestyle="--", linewidth=1,
                label=f"--min-success ({min_success * 100:g} %)")
-    _mark_sweet(ax, sweet_level(run))
+    _mark_client_limited(ax, df, df["success_rate"] * 100)
+    _sweet(ax, run)
     _level_axis(ax, df["level"], run.experiment)
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
@@ -162,15 +216,15 @@ def distribution_chart(run: Run, out_dir: Path) -> Path | None:
         return None
     fig, ax = plt.subplots()
     levels = sorted(lat["level"].unique())
-    cmap = plt.get_cmap("viridis")  # perceptually uniform and colour-blind safe
     for i, level in enumerate(levels):
         part = lat[(lat["level"] == level) & (lat["quantile"] < 1.0)].sort_values("quantile")
         if part.empty:
             continue
         # HdrHistogram-style x axis: 1/(1-q), so the tail (p99, p99.9) gets room.
         x = 1.0 / (1.0 - part["quantile"])
-        color = cmap(0.85 * i / max(1, len(levels) - 1))  # stop before the faint yellow end
-        ax.plot(x, part["latency_s"] * 1000, color=color, marker=MARKERS[i % len(MARKERS)],
+        # Distinct hues (Okabe-Ito), then line styles: neighbouring levels must be told apart.
+        ax.plot(x, part["latency_s"] * 1000, color=CYCLE[i % len(CYCLE)],
+                linestyle=LINESTYLES[(i // len(CYCLE)) % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)],
                 markevery=max(1, len(part) // 6), markersize=4, label=f"{int(level):,}")
     ax.set_xscale("log")
     ticks = [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9")]
@@ -214,7 +268,7 @@ def pipeline_sweep_chart(run: Run, out_dir: Path, axis: str) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     for i, (key, group) in enumerate(df.groupby(others, sort=True)):
         group = group.sort_values(axis)
-        label = ", ".join(f"{_PIPELINE_AXES[a][1]} {v:g}{' MB' if a == 'input_mb' else ''}"
+        label = ", ".join(f"{_PIPELINE_AXES[a][1]} {fmt_mb(v) + ' MB' if a == 'input_mb' else f'{v:g}'}"
                           for a, v in zip(others, key, strict=True))
         style = dict(marker=MARKERS[i % len(MARKERS)], color=CYCLE[i % len(CYCLE)], label=label)
         left.plot(group[axis], group["throughput_cps"], **style)
@@ -223,9 +277,10 @@ def pipeline_sweep_chart(run: Run, out_dir: Path, axis: str) -> Path:
         values = sorted(df[axis].unique())
         if len(values) > 1 and values[-1] / values[0] >= 4:
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xticks(values)
+        ax.xaxis.set_major_locator(FixedLocator(values))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_mb(v) if axis == "input_mb" else _thousands(v)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        _plain_y(ax)
         ax.set_xlabel(xlabel)
     # Start at zero (flat must look flat) with headroom above the highest point.
     left.set_ylim(0, max(df["throughput_cps"].max(), 1e-9) * 1.15)
@@ -241,12 +296,10 @@ def pipeline_sweep_chart(run: Run, out_dir: Path, axis: str) -> Path:
 
 
 def pipeline_charts(run: Run, out_dir: Path) -> list[Path]:
-    """The lab's sweeps: vs batch size and vs concurrency (and vs input size when swept).
-    A setting that was not swept is charted only when nothing was, so a single run still
-    gets its picture."""
+    """The lab's sweeps: one chart per setting that varied (batch size, concurrency, input size).
+    A setting that did not vary would draw one dot: none is drawn."""
     swept = [a for a in _PIPELINE_AXES if run.frame[a].nunique() > 1]
-    axes = swept or ["batch_size", "concurrency"]
-    return [pipeline_sweep_chart(run, out_dir, axis) for axis in axes]
+    return [pipeline_sweep_chart(run, out_dir, axis) for axis in swept]
 
 
 def threads_timeline(run: Run, out_dir: Path) -> Path:
@@ -304,14 +357,19 @@ def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
         ("success_rate", "success rate (%)", 100.0),
         ("latency_p99_s", "p99 latency (ms)", 1000.0),
     )
+    same = same_requests(t, s)
     for ax, (col, label, scale) in zip(axes, panels, strict=True):
         ax.plot(t["level"], t[col] * scale, marker="o", color=VERMILLION, label="unbounded (trap)")
         ax.plot(s["level"], s[col] * scale, marker="s", color=BLUE, linestyle="--",
                 label=f"semaphore ({int(s['requests'].iloc[0]):,} requests per limit)")
+        if same is not None:  # the lab's point: the same requests, all at once
+            n, row = same
+            ax.axhline(getattr(row, col) * scale, color=VERMILLION, linestyle=":", linewidth=1.2,
+                       label=f"the same {n:,} requests all at once (trap)")
         ax.set_xscale("log")
         # Narrow panels: decades only, so labels like 500 and 1,000 do not collide.
         ax.xaxis.set_major_locator(LogLocator(base=10))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("concurrency level / semaphore limit")
         ax.set_ylabel(label)
@@ -321,6 +379,7 @@ def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
             _log_y(ax)
         else:
             ax.set_ylim(bottom=0)
+            _plain_y(ax)
     axes[0].legend(loc="upper left", fontsize=8.5)
     fig.suptitle("Unbounded concurrency vs a semaphore (Lab 2.2 vs Lab 2.3)", fontsize=12,
                  fontweight="bold", x=0.01, ha="left")
@@ -328,6 +387,18 @@ def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
              color="#444444", ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.9))
     return _save(fig, out_dir, f"{name}-comparison")
+
+
+def _overlay_line(ax: Axes, x: Any, y: Any, measured: Sequence[float], color: str, marker: str,
+                  label: str) -> None:
+    """One run among several: solid between neighbouring levels, dotted where it skipped a
+    level another run measured, so no line suggests a figure this run never took."""
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    ax.plot(xs, ys, marker=marker, color=color, linestyle="none", label=label)
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False):
+        skipped = any(x0 < m < x1 for m in measured)
+        ax.plot([x0, x1], [y0, y1], color=color, linestyle=":" if skipped else "-",
+                linewidth=1.0 if skipped else 1.5, alpha=0.6 if skipped else 1.0)
 
 
 def overlay_charts(runs: Sequence[Run], out_dir: Path) -> list[Path]:
@@ -341,15 +412,17 @@ def overlay_charts(runs: Sequence[Run], out_dir: Path) -> list[Path]:
         ("latency_p99_s", "p99 latency (ms)", 1000.0, "latency"),
     ):
         fig, ax = plt.subplots()
+        measured = sorted({float(lv) for r in runs for lv in r.frame["level"]})
         for i, run in enumerate(runs):
-            ax.plot(run.frame["level"], run.frame[col] * scale, marker=MARKERS[i % len(MARKERS)],
-                    color=CYCLE[i % len(CYCLE)], label=f"{run.stem} — {target_label(run.meta)}")
+            _overlay_line(ax, run.frame["level"], run.frame[col] * scale, measured, CYCLE[i % len(CYCLE)],
+                          MARKERS[i % len(MARKERS)], f"{run.stem} — {target_label(run.meta)}")
         _level_axis(ax, [lv for r in runs for lv in r.frame["level"]], experiment)
         ax.set_ylabel(label)
         if chart == "latency":
             _log_y(ax)
         else:
             ax.set_ylim(bottom=0, top=105 if chart == "success" else None)
+            _plain_y(ax)
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=7.5)  # below: never on the data
         what = {"goodput": "Goodput", "success": "Success rate", "latency": "p99 latency"}[chart]
         fig.suptitle(f"{what} across {len(runs)} runs — {experiment}",

@@ -10,7 +10,9 @@ from dataclasses import replace
 from typing import Any
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +21,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -35,9 +38,45 @@ _ERROR_LABELS = (
 )
 
 
+class TrimmedConsole(Console):
+    """A console whose lines end at their last visible character: no trailing spaces from table
+    padding or word wrap, in a terminal or in a file."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if kwargs.get("soft_wrap"):
+            super().print(*objects, **kwargs)
+            return
+        renderables = [self.render_str(o) if isinstance(o, str) else o for o in objects]
+        super().print(*(Trimmed(r) for r in renderables), **kwargs)
+
+
+class Trimmed:
+    """Renders what it wraps line by line, dropping trailing white space from each line."""
+
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in console.render_lines(self.renderable, options, pad=False):
+            yield from _rstrip(line)
+            yield Segment.line()
+
+
+def _rstrip(line: list[Segment]) -> list[Segment]:
+    end = len(line)
+    while end and not line[end - 1].control and not line[end - 1].text.strip():
+        end -= 1
+    if end and not line[end - 1].control:
+        last = line[end - 1]
+        line = [*line[: end - 1], Segment(last.text.rstrip(), last.style), *(s for s in line[end:] if s.control)]
+    else:
+        line = [*line[:end], *(s for s in line[end:] if s.control)]
+    return line
+
+
 def make_console() -> Console:
     """A console that wraps at the terminal's width, or 80 columns (or $COLUMNS) when piped."""
-    return Console(highlight=False)
+    return TrimmedConsole(highlight=False)
 
 
 def fmt_rate(x: float) -> str:
@@ -61,11 +100,65 @@ def errors_cell(row: LevelStats) -> str:
     return ", ".join(parts) if parts else "-"
 
 
-def _table(title: str) -> Table:
-    """The house style: left-aligned title, a rule under the header, one space between columns
-    (so ten numeric columns fit in 80), no edge padding (so piped output has no ragged margin)."""
-    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
-                 padding=(0, 0), collapse_padding=True)
+class FitTable:
+    """A table that never cuts a value: built like a rich Table, and at render time split into
+    stacked tables (the first column repeated in each) when its columns do not fit the width.
+    The house style: left-aligned title, a rule under the header, one space between columns (so
+    ten numeric columns fit in 80), no edge padding (so piped output has no ragged margin)."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.caption: str | None = None
+        self.columns: list[dict[str, Any]] = []
+        self.rows: list[tuple[list[str], str | None]] = []
+
+    def add_column(self, header: str, justify: str = "left", wrap: bool = False) -> None:
+        self.columns.append({"header": header, "justify": justify, "wrap": wrap})
+
+    def add_row(self, *cells: str, style: str | None = None) -> None:
+        self.rows.append((list(cells), style))
+
+    def _table(self, indexes: list[int]) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False,
+                      padding=(0, 0), collapse_padding=True)
+        for i in indexes:
+            col = self.columns[i]
+            table.add_column(col["header"], justify=col["justify"], no_wrap=not col["wrap"],
+                             overflow="fold")
+        for cells, style in self.rows:
+            table.add_row(*(cells[i] for i in indexes), style=style)
+        return table
+
+    def _parts(self, console: Console, options: ConsoleOptions) -> list[list[int]]:
+        """Columns packed into as few tables as fit the width, in order; a wrapping column may
+        take what is left of a line if that is at least a dozen characters."""
+        width = options.max_width
+        parts: list[list[int]] = [[0]]
+        for i in range(1, len(self.columns)):
+            trial = self._table([*parts[-1], i])
+            needed = Measurement.get(console, options.update(width=10_000), trial).maximum
+            if needed > width and len(parts[-1]) > 1:
+                fits_wrapped = self.columns[i]["wrap"] and needed - self._widest(i) + 12 <= width
+                if not fits_wrapped:
+                    parts.append([0])
+            parts[-1].append(i)
+        return parts
+
+    def _widest(self, i: int) -> int:
+        cells = [cells[i] for cells, _ in self.rows] + self.columns[i]["header"].split("\n")
+        return max(cell_len(c) for c in cells)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        parts = self._parts(console, options)
+        yield Text(self.title)  # wrapped at the console's width, not the (narrower) table's
+        for indexes in parts:
+            yield self._table(indexes)
+        if self.caption:  # under the last table, wrapped at the console's width, not the table's
+            yield Text(self.caption)
+
+
+def _table(title: str) -> FitTable:
+    return FitTable(title)
 
 
 def level_line(r: LevelStats) -> str:
@@ -80,18 +173,18 @@ def level_line(r: LevelStats) -> str:
 
 def level_table(
     rows: Sequence[LevelStats], sweet: LevelStats | None, title: str, show_queue_wait: bool
-) -> Table:
+) -> FitTable:
     """Little's-law table: λ throughput, goodput, W mean latency, L = λW, L/level, p50/p99."""
     table = _table(title)
     level_name = "limit" if show_queue_wait else "level"
-    table.add_column(level_name, justify="right", no_wrap=True)
+    table.add_column(level_name, justify="right")
     for header in ("λ\nreq/s", "goodput\nreq/s", "W mean\nms", "L=λW", "L /\nlevel"):
-        table.add_column(header, justify="right", no_wrap=True)
+        table.add_column(header, justify="right")
     if show_queue_wait:
-        table.add_column("wait\nms", justify="right", no_wrap=True)
+        table.add_column("wait\nms", justify="right")
     for header in ("p50\nms", "p99\nms", "ok\n%"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("errors", justify="left", overflow="fold")
+        table.add_column(header, justify="right")
+    table.add_column("errors", justify="left", wrap=True)
     for r in rows:
         is_sweet = sweet is not None and r.level == sweet.level
         level = f"{SWEET_MARK} {r.level:,}" if is_sweet else f"{r.level:,}"
@@ -112,7 +205,6 @@ def level_table(
         table.add_row(*cells, style=style)
     if any(r.client_limited for r in rows):
         table.caption = "! the client, not the server, was the limit at this level"
-        table.caption_justify = "left"
     return table
 
 
@@ -214,16 +306,36 @@ class SweepProgress(Progress):
         yield from super().get_renderables()
 
 
-def comparison_table(trap: Any, sem: Any) -> Table:
-    """Unbounded vs semaphore at each level either run measured (frames with the CSV columns)."""
-    table = _table("trap (unbounded) vs semaphore")
-    table.add_column("level /\nlimit", justify="right", no_wrap=True)
+def comparison_table(trap: Any, sem: Any) -> FitTable:
+    """Trap vs semaphore (frames with the CSV columns). When the trap has a level of as many
+    requests as each semaphore limit sent, the lab's comparison: the same N requests all at once,
+    then through each limit. Otherwise, each level beside the limit of the same number."""
+    same = metrics.same_requests(trap, sem)
+    if same is not None:
+        n, t = same
+        table = _table(f"the same {n:,} requests: all at once (trap) vs through a semaphore")
+        table.add_column("how", justify="left")
+        for header in ("goodput\nreq/s", "ok\n%", "p50\nms", "p99\nms", "wall\ns"):
+            table.add_column(header, justify="right")
+
+        def cells(r: Any) -> list[str]:
+            return [fmt_rate(r.goodput_rps), fmt_pct(r.success_rate), fmt_ms(r.latency_p50_s),
+                    fmt_ms(r.latency_p99_s), f"{r.elapsed_s:,.2f}"]
+
+        table.add_row(f"{n:,} at once", *cells(t), style="red" if t.success_rate < 0.99 else None)
+        for r in sem.itertuples():
+            table.add_row(f"limit {int(r.level):,}", *cells(r))
+        return table
+    table = _table("trap level N (N requests at once) vs semaphore limit N "
+                   f"({int(sem['requests'].iloc[0]):,} requests); for the same requests both ways, "
+                   "give semaphore --requests equal to a trap level")
+    table.add_column("level /\nlimit", justify="right")
     for header in ("trap\ngoodput\nreq/s", "sem.\ngoodput\nreq/s", "trap\nok %", "sem.\nok %",
                    "trap\np99 ms", "sem.\np99 ms"):
-        table.add_column(header, justify="right", no_wrap=True)
+        table.add_column(header, justify="right")
     t = {int(r.level): r for r in trap.itertuples()}
     s = {int(r.level): r for r in sem.itertuples()}
-    for level in sorted(set(t) | set(s)):
+    for level in sorted(set(t) & set(s)) or sorted(set(t) | set(s)):
         a, b = t.get(level), s.get(level)
         table.add_row(
             f"{level:,}",
@@ -237,15 +349,15 @@ def comparison_table(trap: Any, sem: Any) -> Table:
     return table
 
 
-def pipeline_table(rows: Sequence[Any], title: str) -> Table:
+def pipeline_table(rows: Sequence[Any], title: str) -> FitTable:
     """One row per (input, batch size, concurrency): throughput and memory."""
     table = _table(title)
     for header in ("input\nMB", "batch", "conc.", "chunks", "ok\n%", "chunks\n/s", "p50\nms",
                    "p99\nms", "traced\nMB", "RSS\nMB"):
-        table.add_column(header, justify="right", no_wrap=True)
+        table.add_column(header, justify="right")
     for r in rows:
         table.add_row(
-            f"{r.input_mb:g}", f"{r.batch_size:,}", f"{r.concurrency:,}", f"{r.chunks:,}",
+            metrics.fmt_mb(r.input_mb), f"{r.batch_size:,}", f"{r.concurrency:,}", f"{r.chunks:,}",
             fmt_pct(r.success_rate), fmt_rate(r.throughput_cps), fmt_ms(r.latency_p50_s),
             fmt_ms(r.latency_p99_s), f"{r.peak_traced_mb:.2f}", f"{r.peak_rss_mb:.1f}",
             style=None if r.success_rate == 1.0 else "red",
@@ -253,13 +365,13 @@ def pipeline_table(rows: Sequence[Any], title: str) -> Table:
     return table
 
 
-def phase_table(phase: str, records: Sequence[Any]) -> Table:
+def phase_table(phase: str, records: Sequence[Any]) -> FitTable:
     """Task id → thread, start, end, for one `threads` phase."""
     table = _table(f"phase: {phase}")
-    table.add_column("task", justify="right", no_wrap=True)
-    table.add_column("thread", no_wrap=True)
+    table.add_column("task", justify="right")
+    table.add_column("thread")
     for header in ("start\nms", "end\nms", "took\nms"):
-        table.add_column(header, justify="right", no_wrap=True)
+        table.add_column(header, justify="right")
     for r in records:
         thread = r.thread_name if r.thread_name == r.coroutine_thread else f"{r.thread_name} (from {r.coroutine_thread})"
         table.add_row(str(r.task_id), thread, f"{r.start_s * 1000:,.1f}", f"{r.end_s * 1000:,.1f}",
@@ -267,13 +379,13 @@ def phase_table(phase: str, records: Sequence[Any]) -> Table:
     return table
 
 
-def phase_summary_table(summaries: Sequence[Any]) -> Table:
+def phase_summary_table(summaries: Sequence[Any]) -> FitTable:
     """Wall time against the sum and the max of the tasks, and the loop's worst lag, per phase."""
     table = _table("summary")
-    table.add_column("phase", no_wrap=True)
+    table.add_column("phase")
     for header in ("wall\ns", "sum\ns", "max\ns", "wall/\nsum", "wall/\nmax", "loop\nlag ms", "threads"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("tasks\nwere", no_wrap=True)
+        table.add_column(header, justify="right")
+    table.add_column("tasks\nwere")
     for s in summaries:
         table.add_row(s.phase, f"{s.wall_s:.3f}", f"{s.sum_s:.3f}", f"{s.max_s:.3f}", f"{s.wall_over_sum:.2f}",
                       f"{s.wall_over_max:.2f}", f"{s.loop_lag_max_s * 1000:,.1f}", str(len(s.threads)),

@@ -171,7 +171,11 @@ def finish(console: Any, writer: ResultsWriter, extra_files: list[Path], plots_d
         from asyncbench.results import read_run
 
         charts = run_charts(read_run(writer.csv_path), plots_dir, min_success)
-        console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
+        if charts:
+            console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
+        else:
+            console.print("charts:  none: every setting had one value, so there is nothing to chart "
+                          "against (give a setting a list, e.g. --concurrency 10,25,50)")
     if interrupted:
         raise Interrupted(f"interrupted; the finished {steps} are saved")
 
@@ -291,7 +295,7 @@ class PipelineEvents:
     def pair_started(self, input_mb: float, batch_size: int, concurrency: int, expected: int,
                      progress: list[int]) -> None:
         if self.progress is not None:
-            self.progress.start_step(f"{input_mb:g} MB, batch {batch_size}, concurrency {concurrency}",
+            self.progress.start_step(f"{metrics.fmt_mb(input_mb)} MB, batch {batch_size}, concurrency {concurrency}",
                                      expected, lambda: progress[0])
 
     def pair_finished(self, result: Any) -> None:
@@ -300,7 +304,7 @@ class PipelineEvents:
         self.writer.write_metadata(pairs_completed=len(self.rows))
         if self.progress is None:
             print(f"asyncbench: batch {result.batch_size}, concurrency {result.concurrency}, "
-                  f"{result.input_mb:g} MB done: {result.chunks:,} chunks, "
+                  f"{metrics.fmt_mb(result.input_mb)} MB done: {result.chunks:,} chunks, "
                   f"{result.throughput_cps:,.1f} chunks/s, {result.success_rate * 100:.1f} % ok, "
                   f"peak traced {result.peak_traced_mb:.2f} MB ({len(self.rows)} of {self.total} runs)",
                   file=sys.stderr, flush=True)

@@ -238,6 +238,26 @@ def test_table_fits_80_columns_when_piped(tmp_path):
     assert "…" not in out.stdout
 
 
+@pytest.mark.parametrize("columns", [60, 80])
+def test_no_value_is_cut_and_no_line_has_trailing_spaces_when_narrow(columns, start_server, tmp_path):
+    url = start_server(capacity=2, queue=0, latency=0.5)
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "asyncbench", "trap", url, "--levels", "1,1000", "--cooldown", "0", "--no-plot",
+         "--results-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if str(tmp_path) not in line]
+    assert all(len(line) <= columns for line in lines), "\n".join(lines)
+    assert all(line == line.rstrip() for line in out.stdout.splitlines())
+    assert "…" not in out.stdout
+    [_, row] = read_csv(result_files(tmp_path / "r", "trap")[0])
+    # Every figure of the table is there whole, the errors column included.
+    assert f"5xx {int(row['errors_http_5xx']):,}" in out.stdout
+    assert "errors" in out.stdout and "p99" in out.stdout and "1,000" in out.stdout
+
+
 def test_trap_and_semaphore_against_nginx(nginx, tmp_path):
     log = nginx["access_log"]
     before = len(log.read_text().splitlines()) if log.exists() else 0

@@ -84,14 +84,19 @@ def test_plot_compares_only_when_both_experiments_are_present(tmp_path):
     only_trap = run_cli("plot", str(results), "--out", str(tmp_path / "a"))
     assert only_trap.returncode == 0, only_trap.stderr
     assert not list((tmp_path / "a").glob("*comparison*"))
-    assert "trap (unbounded) vs semaphore" not in only_trap.stdout
+    assert "the same" not in only_trap.stdout
 
     write_run(results, "semaphore", "20260101-120100", SEM)
     both = run_cli("plot", str(results), "--out", str(tmp_path / "b"))
     assert both.returncode == 0, both.stderr
     [comparison] = list((tmp_path / "b").glob("*-comparison.png"))
     assert_png(comparison)
-    assert "trap (unbounded) vs semaphore" in both.stdout
+    # The lab's point: the trap's 1,000 requests at once against the same 1,000 through each limit.
+    flat = " ".join(both.stdout.split())
+    assert "the same 1,000 requests: all at once (trap) vs through a semaphore" in flat
+    assert "1,000 at once 834 50.0" in flat  # goodput, success rate of the trap at 1,000
+    for limit in ("limit 10", "limit 100", "limit 500"):
+        assert limit in flat
     written = sorted((tmp_path / "b").glob("*.png"))
     assert len(written) == 9
     for path in written:  # the command lists every file it wrote
@@ -171,3 +176,115 @@ def test_experiments_render_their_charts_unless_no_plot(tmp_path):
                     "--results-dir", str(tmp_path / "r2"), "--plots-dir", str(tmp_path / "p2"))
     assert quiet.returncode == 0, quiet.stderr
     assert not (tmp_path / "p2").exists() or not list((tmp_path / "p2").iterdir())
+
+
+# --- what the charts show, read off the figures themselves -------------------------------------
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure a chart function draws, captured just before it is saved."""
+    from asyncbench import plots
+
+    captured = []
+    real_save = plots._save
+
+    def save(fig, out_dir, name):
+        captured.append((name, [ax for ax in fig.axes], [t.get_text() for t in fig.texts]))
+        for ax in fig.axes:
+            ax._captured_labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+            leg = ax.get_legend()
+            ax._captured_legend = [t.get_text() for t in leg.get_texts()] if leg else []
+        return real_save(fig, out_dir, name)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return captured
+
+
+def _rewrite_csv(csv_path: Path, column: str, values: dict[int, str]) -> None:
+    import csv
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        if int(r["level"]) in values:
+            r[column] = values[int(r["level"])]
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_client_limited_levels_and_an_unreliable_sweet_spot_are_marked(tmp_path, figures):
+    import json
+
+    from asyncbench import plots
+
+    csv_path = write_run(tmp_path, "trap", "20260101-000000", TRAP)
+    _rewrite_csv(csv_path, "client_limited", {100: "true", 1000: "true"})
+    meta_path = csv_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["sweet_spot"] = {"level": 100, "reliable": False}
+    meta_path.write_text(json.dumps(meta))
+    plots.run_charts(read_run(csv_path), tmp_path / "p")
+    for name, axes, _ in figures:
+        if name.endswith(("-throughput", "-latency", "-success")):
+            legend = " | ".join(axes[0]._captured_legend)
+            assert "client-limited" in legend, name
+            assert "sweet spot (100), unreliable" in legend, name
+            rings = [c for c in axes[0].collections if len(c.get_offsets()) == 2]
+            assert [float(x) for x, _ in rings[0].get_offsets()] == [100.0, 1000.0]
+
+
+def test_axis_labels_read_like_the_tables():
+    from asyncbench import plots
+    from asyncbench.metrics import fmt_mb
+
+    assert plots._thousands(1200) == "1,200" and plots._thousands(50) == "50" and plots._thousands(0.5) == "0.5"
+    assert fmt_mb(1.41926) == "1.42" and fmt_mb(8.0) == "8" and fmt_mb(0.01) == "0.01"
+    assert len(plots._log_ticks(52, 80)) >= 3  # a narrow range still gets three labels
+    assert len(plots._log_ticks(1, 2000)) >= 8
+    assert plots._log_ticks(1, 2000)[:4] == [1, 2, 5, 10]
+
+
+def test_distribution_levels_are_told_apart(tmp_path, figures):
+    from asyncbench import plots
+
+    shape = {lv: (lv, 0, 0.05 + lv / 10_000) for lv in (1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000)}
+    plots.distribution_chart(read_run(write_run(tmp_path, "trap", "20260101-000000", shape)), tmp_path / "p")
+    [(_, [ax], _)] = figures
+    styles = [(line.get_color(), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()]
+    assert len(styles) == 10 and len(set(styles)) == 10
+    assert len({color for color, _, _ in styles[:7]}) == 7  # neighbouring levels: distinct hues
+
+
+def test_overlays_do_not_draw_solid_lines_across_levels_a_run_never_measured(tmp_path, figures):
+    from asyncbench import plots
+
+    a = read_run(write_run(tmp_path, "trap", "20260101-000000", {1: (1, 0, 0.05), 1000: (1000, 0, 0.3)}))
+    b = read_run(write_run(tmp_path, "trap", "20260101-000001", TRAP))
+    plots.overlay_charts([a, b], tmp_path / "p")
+    ax = figures[0][1][0]
+    segments = [line for line in ax.get_lines() if len(line.get_xdata()) == 2 and line.get_linestyle() != "None"]
+    spanning = [line for line in segments if list(line.get_xdata()) == [1.0, 1000.0]]
+    assert spanning and all(line.get_linestyle() == ":" for line in spanning)
+    assert any(line.get_linestyle() == "-" for line in segments)
+
+
+def test_a_pipeline_with_nothing_swept_draws_no_one_dot_chart(tmp_path):
+    out = run_cli("pipeline", "--generate-mb", "0.02", "--cooldown", "0", "--results-dir", str(tmp_path / "r"),
+                  "--plots-dir", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    assert "charts:  none" in out.stdout
+    assert not (tmp_path / "p").exists() or not list((tmp_path / "p").iterdir())
+
+
+def test_comparison_without_the_same_requests_says_what_it_compares(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "trap", "20260101-120000", TRAP)
+    write_run(results, "semaphore", "20260101-120100", {10: (500, 0, 0.05), 100: (500, 0, 0.06)})
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "trap level N (N requests at once) vs semaphore limit N (500 requests)" in flat
+    assert "give semaphore --requests equal to a trap level" in flat

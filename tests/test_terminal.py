@@ -12,7 +12,7 @@ HIDE_CURSOR = "\x1b[?25l"  # rich's live display hides the cursor while it runs
 COMMANDS = {
     "trap": ["trap", "--levels", "1,5", "--cooldown", "0"],
     "semaphore": ["semaphore", "--limits", "2,4", "--requests", "12", "--cooldown", "0"],
-    "pipeline": ["pipeline", "--generate-mb", "0.02", "--cooldown", "0"],
+    "pipeline": ["pipeline", "--generate-mb", "0.02", "--concurrency", "5,10", "--cooldown", "0"],
     "threads": ["threads", "--tasks", "2", "--sleep", "0.01"],
 }
 
