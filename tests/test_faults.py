@@ -237,9 +237,13 @@ def test_ctrl_c_interrupts_the_blocking_phase_of_threads_at_once(tmp_path):
 MB = 1024 * 1024
 
 
-def _one_row(results: Path, experiment: str = "semaphore") -> dict[str, str]:
-    [row] = read_csv(result_files(results, experiment)[0])
-    return row
+def _semaphore(url: str, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """`semaphore URL ARGS` run to completion: its output and its one CSV row."""
+    results = tmp_path / "r"
+    out = run_cli("semaphore", url, *args, "--no-plot", "--results-dir", str(results))
+    assert out.returncode == 0, out.stderr
+    [row] = read_csv(result_files(results, "semaphore")[0])
+    return out, row
 
 
 def test_huge_bodies_are_counted_and_discarded_in_bounded_memory(raw_server, tmp_path):
@@ -251,12 +255,7 @@ def test_huge_bodies_are_counted_and_discarded_in_bounded_memory(raw_server, tmp
             sock.sendall(chunk)
         return True
 
-    server = raw_server(respond)
-    results = tmp_path / "r"
-    out = run_cli("semaphore", server.url, "--limits", "8", "--requests", "16", "--no-plot",
-                  "--results-dir", str(results))
-    assert out.returncode == 0, out.stderr
-    row = _one_row(results)
+    _, row = _semaphore(raw_server(respond).url, tmp_path, "--limits", "8", "--requests", "16")
     assert float(row["success_rate"]) == 1.0
     assert int(row["body_bytes"]) == 16 * 100 * MB
     assert float(row["peak_rss_mb"]) < 250  # 8 bodies of 100 MB in flight at once
@@ -271,12 +270,7 @@ def test_a_compressed_body_is_not_inflated_by_the_load_engine(raw_server, tmp_pa
         sock.sendall(http_response(200, bomb, {"Content-Encoding": "gzip"}))
         return True
 
-    server = raw_server(respond)
-    results = tmp_path / "r"
-    out = run_cli("semaphore", server.url, "--limits", "4", "--requests", "8", "--no-plot",
-                  "--results-dir", str(results))
-    assert out.returncode == 0, out.stderr
-    row = _one_row(results)
+    _, row = _semaphore(raw_server(respond).url, tmp_path, "--limits", "4", "--requests", "8")
     assert int(row["body_bytes"]) == 8 * len(bomb)  # counted as it came on the wire
     assert float(row["peak_rss_mb"]) < 250
 
@@ -306,11 +300,7 @@ def test_every_attempt_on_the_wire_is_counted_when_the_server_drops_connections(
         return False
 
     server = raw_server(respond)
-    results = tmp_path / "r"
-    out = run_cli("semaphore", server.url, "--limits", "5", "--requests", "100", "--retries", str(retries),
-                  "--no-plot", "--results-dir", str(results))
-    assert out.returncode == 0, out.stderr
-    row = _one_row(results)
+    _, row = _semaphore(server.url, tmp_path, "--limits", "5", "--requests", "100", "--retries", str(retries))
     assert int(row["successes"]) == 0
     assert int(row["attempts"]) == 100 * (1 + retries)
     assert server.requests == int(row["attempts"]) + 1  # + the pre-flight: nothing sent unseen
@@ -319,11 +309,8 @@ def test_every_attempt_on_the_wire_is_counted_when_the_server_drops_connections(
 def test_a_retry_after_longer_than_the_timeout_is_not_waited_for(raw_server, tmp_path):
     server = raw_server(lambda n, head, sock: sock.sendall(
         http_response(503, b"busy\n", {"Retry-After": "99999"})) or True)
-    results = tmp_path / "r"
-    out = run_cli("semaphore", server.url, "--limits", "5", "--requests", "20", "--timeout", "1",
-                  "--retries", "1", "--no-plot", "--results-dir", str(results))
-    assert out.returncode == 0, out.stderr
-    row = _one_row(results)
+    out, row = _semaphore(server.url, tmp_path, "--limits", "5", "--requests", "20", "--timeout", "1",
+                          "--retries", "1")
     assert float(row["latency_max_s"]) < 1.0  # the whole request stays within --timeout
     assert int(row["retry_after_refused"]) == 20
     assert int(row["attempts"]) == 20
