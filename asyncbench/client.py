@@ -7,78 +7,26 @@ One aiohttp session per client, opened in `__aenter__` and closed (awaited) in `
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
 from asyncbench import __version__
+from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after
+from asyncbench.records import ERROR_KINDS, ErrorKind, FetchResult, error_kind
 
-ErrorKind = Literal["timeout", "connect", "http_4xx", "http_5xx", "other"]
-ERROR_KINDS: tuple[str, ...] = ("timeout", "connect", "http_4xx", "http_5xx", "other")
+__all__ = ["ERROR_KINDS", "AsyncHttpClient", "ErrorKind", "FetchResult", "parse_retry_after"]
 
 _perf = time.perf_counter
+
 _CHUNK = 64 * 1024  # bodies are read (and discarded, in the load engine) this much at a time
 
 
 class _BodyTooLarge(Exception):
     pass
-
-
-@dataclass(slots=True)
-class FetchResult:
-    """The outcome of one request (after any retries).
-
-    `latency_s` runs from the first send (after any wait for the concurrency limit, which is
-    `queue_wait_s`) to the moment the last attempt's body was read or it failed, backoff
-    included. `sent_at` and `done_at` are `time.perf_counter()` stamps of those two moments.
-    """
-
-    ok: bool
-    status: int | None
-    latency_s: float
-    attempts: int
-    error: ErrorKind | None
-    detail: str | None = None
-    queue_wait_s: float = 0.0
-    sent_at: float = 0.0
-    done_at: float = 0.0
-    body: bytes | None = None
-    body_bytes: int = 0  # body bytes of the last attempt, as received (compressed if it was)
-    retry_after_refused_s: float | None = None  # a Retry-After not waited for: too long
-
-    def json(self) -> Any:
-        """The body parsed as JSON (raises ValueError when there is none or it is not JSON)."""
-        if self.body is None:
-            raise ValueError("no body")
-        return jsonlib.loads(self.body)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _error_kind(status: int) -> ErrorKind | None:
-    if status < 400:
-        return None
-    return "http_5xx" if status >= 500 else "http_4xx"
 
 
 class AsyncHttpClient:
@@ -133,7 +81,7 @@ class AsyncHttpClient:
         self.max_retry_after = max_retry_after
         self.keep_body = keep_body
         self.max_body_bytes = max_body_bytes
-        self._rng = rng or random.Random()
+        self._policy = RetryPolicy(retries, backoff_base, backoff_cap, max_retry_after, rng or random.Random())
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._session: aiohttp.ClientSession | None = None
 
@@ -216,69 +164,34 @@ class AsyncHttpClient:
         queue_wait: float,
     ) -> FetchResult:
         session = self.session
-        sent = _perf()
-        deadline = sent + self.timeout
-        attempt = 0
-        refused: float | None = None
-        while True:
-            attempt += 1
-            status: int | None = None
-            body: bytes | None = None
-            received = 0
-            retry_after: float | None = None
-            detail: str | None = None
+
+        async def attempt(time_left: float) -> Attempt:
+            out = Attempt()
             try:
                 async with session.request(
                     method, url, json=json, data=data, headers=headers, allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=max(1e-3, deadline - _perf())),
+                    timeout=aiohttp.ClientTimeout(total=time_left),
                 ) as resp:
-                    status = resp.status
+                    out.status = resp.status
                     if self.keep_body:
-                        body, received = await self._read_capped(resp)
+                        out.body, out.body_bytes = await self._read_capped(resp)
                     else:
                         async for chunk in resp.content.iter_chunked(_CHUNK):
-                            received += len(chunk)
-                    if status == 429 or status == 503:
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                error = _error_kind(status)
+                            out.body_bytes += len(chunk)
+                    if resp.status in (429, 503):
+                        out.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                out.error = error_kind(resp.status)
             except TimeoutError:  # aiohttp's timeouts subclass it
-                error, detail = "timeout", f"no complete response within {self.timeout:g} s"
+                out.error, out.detail = "timeout", f"no complete response within {self.timeout:g} s"
             except aiohttp.ClientConnectionError as exc:
-                error, detail = "connect", str(exc) or type(exc).__name__
+                out.error, out.detail = "connect", str(exc) or type(exc).__name__
             except _BodyTooLarge as exc:
-                error, detail = "other", str(exc)
+                out.error, out.detail = "other", str(exc)
             except Exception as exc:  # noqa: BLE001 - a failed request is data, not a crash
-                error, detail = "other", f"{type(exc).__name__}: {exc}"
-            if error is None or attempt > self.retries or not self._retryable(error, status):
-                break
-            delay = self._rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
-            if retry_after is not None:
-                if retry_after > min(self.max_retry_after, deadline - _perf()):
-                    refused = retry_after
-                    break
-                delay = max(delay, retry_after)
-            if _perf() + delay >= deadline:
-                break  # no time left for another attempt
-            await asyncio.sleep(delay)
-        done = _perf()
-        if error is not None and detail is None and status is not None:
-            detail = f"HTTP {status}"
-        if refused is not None:
-            detail = f"{detail} (Retry-After {refused:g} s is longer than the time left: not retried)"
-        return FetchResult(
-            ok=error is None,
-            status=status,
-            latency_s=done - sent,
-            attempts=attempt,
-            error=error,
-            detail=detail,
-            queue_wait_s=queue_wait,
-            sent_at=sent,
-            done_at=done,
-            body=body if self.keep_body else None,
-            body_bytes=received,
-            retry_after_refused_s=refused,
-        )
+                out.error, out.detail = "other", f"{type(exc).__name__}: {exc}"
+            return out
+
+        return await self._policy.run(attempt, self.timeout, queue_wait)
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, int]:
         """The body, read in chunks; _BodyTooLarge past `max_body_bytes`."""
@@ -290,9 +203,3 @@ class AsyncHttpClient:
                 raise _BodyTooLarge(f"response body larger than {self.max_body_bytes:,} bytes")
             parts.append(chunk)
         return b"".join(parts), size
-
-    @staticmethod
-    def _retryable(error: ErrorKind, status: int | None) -> bool:
-        if error == "http_4xx":
-            return status == 429
-        return error != "other"

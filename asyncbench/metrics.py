@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from asyncbench.client import ERROR_KINDS, FetchResult
+from asyncbench.records import ERROR_KINDS, FetchResult
 
 # Quantiles written to the -latency.csv for distribution charts.
 QUANTILES: tuple[float, ...] = (
