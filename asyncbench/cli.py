@@ -130,6 +130,9 @@ ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Folder for C
 PlotsDirOpt = Annotated[Path, typer.Option("--plots-dir", help="Folder for charts.", rich_help_panel=_OUT)]
 NoPlotOpt = Annotated[bool, typer.Option("--no-plot", metavar="", help="Skip the charts.", rich_help_panel=_OUT)]
 LoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio or uvloop.", rich_help_panel=_REQ)]
+LoadLoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio, uvloop, or auto (uvloop for the fast engine, asyncio for aiohttp).", rich_help_panel=_REQ)]
+EngineOpt = Annotated[str, typer.Option("--engine", help="Load engine: fast (uvloop, httptools, a connection per worker) or aiohttp (the lab's AsyncHttpClient).", rich_help_panel=_REQ)]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", "-k", metavar="", help="For https://: do not check the server's certificate.", rich_help_panel=_REQ)]
 SrvLatencyOpt = Annotated[float, typer.Option("--server-latency", help="Service time per request, seconds.", rich_help_panel=_SRV)]
 SrvCapacityOpt = Annotated[int, typer.Option("--server-capacity", help="Requests served at once.", rich_help_panel=_SRV)]
 SrvQueueOpt = Annotated[int, typer.Option("--server-queue", help="Requests that may wait; past that, 503.", rich_help_panel=_SRV)]
@@ -166,22 +169,27 @@ def _check_loop(name: str) -> str:
         try:
             import uvloop  # noqa: F401
         except ImportError:
-            raise UsageError("--loop uvloop needs the uvloop package (pip install 'asyncbench[uvloop]')") from None
+            raise UsageError("--loop uvloop needs the uvloop package (pip install uvloop)") from None
     return name
 
 
 def _load_setup(
     rounds: int, cooldown: float, timeout: float, method: str, header: list[str] | None, data: str | None,
-    retries: int, loop: str, min_success: float, server_latency: float, server_capacity: int,
-    server_queue: int, server_error_rate: float,
+    retries: int, engine: str, insecure: bool, loop: str, min_success: float, server_latency: float,
+    server_capacity: int, server_queue: int, server_error_rate: float,
 ) -> tuple[RequestSpec, ServerConfig, str]:
     """Validate the options trap and semaphore share: the request, the run, the embedded server."""
+    from asyncbench.engines import DEFAULT_LOOP, ENGINES
+
     check_range("--rounds", rounds, 1, 100)
     check_range("--cooldown", cooldown, 0, 600)
     check_range("--min-success", min_success, 0, 1)
+    if engine not in ENGINES:
+        raise UsageError(f"invalid --engine {engine!r}: expected {' or '.join(ENGINES)}")
     spec = _request_spec(timeout, method, header, data, retries)
+    spec.engine, spec.insecure = engine, insecure
     server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
-    return spec, server, _check_loop(loop)
+    return spec, server, _check_loop(DEFAULT_LOOP[engine] if loop == "auto" else loop)
 
 
 def _outputs(results_dir: Path, plots_dir: Path, no_plot: bool) -> Any:
@@ -202,7 +210,9 @@ def trap(
     data: DataOpt = None,
     retries: RetriesOpt = 0,
     cooldown: CooldownOpt = 1.0,
-    loop: LoopOpt = "asyncio",
+    engine: EngineOpt = "fast",
+    insecure: InsecureOpt = False,
+    loop: LoadLoopOpt = "auto",
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
@@ -227,7 +237,8 @@ def trap(
                 f"invalid --requests-per-level {requests_per_level}: level {level_list[-1]} needs at least "
                 f"{level_list[-1]} requests to have them all in flight at once"
             )
-    spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, loop, min_success,
+    spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, engine, insecure,
+                                     loop, min_success,
                                      server_latency, server_capacity, server_queue, server_error_rate)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
@@ -253,7 +264,9 @@ def semaphore(
     data: DataOpt = None,
     retries: RetriesOpt = 0,
     cooldown: CooldownOpt = 1.0,
-    loop: LoopOpt = "asyncio",
+    engine: EngineOpt = "fast",
+    insecure: InsecureOpt = False,
+    loop: LoadLoopOpt = "auto",
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
@@ -275,7 +288,8 @@ def semaphore(
     if limit_list[-1] > requests:
         print(f"asyncbench: warning: --requests {requests} is below limit {limit_list[-1]:,}: "
               f"at most {requests} requests can be in flight at once", file=sys.stderr)
-    spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, loop, min_success,
+    spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, engine, insecure,
+                                     loop, min_success,
                                      server_latency, server_capacity, server_queue, server_error_rate)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:

@@ -64,6 +64,7 @@ class AsyncHttpClient:
         max_retry_after: float = 60.0,
         keep_body: bool = True,
         max_body_bytes: int = 64 * 1024 * 1024,
+        verify_tls: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
@@ -81,6 +82,7 @@ class AsyncHttpClient:
         self.max_retry_after = max_retry_after
         self.keep_body = keep_body
         self.max_body_bytes = max_body_bytes
+        self.verify_tls = verify_tls
         self._policy = RetryPolicy(retries, backoff_base, backoff_cap, max_retry_after, rng or random.Random())
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._session: aiohttp.ClientSession | None = None
@@ -90,6 +92,7 @@ class AsyncHttpClient:
             limit=self.max_concurrency or 0,  # 0: no limit
             limit_per_host=0,
             ttl_dns_cache=300,
+            ssl=self.verify_tls,  # False: no certificate check (--insecure)
         )
         headers = self.headers if self.keep_body else {"Accept-Encoding": "identity", **self.headers}
         self._session = aiohttp.ClientSession(

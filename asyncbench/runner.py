@@ -244,9 +244,12 @@ def run_load(
             "timeout_s": spec.timeout,
             "retries": spec.retries,
             "min_success": min_success,
+            "engine": spec.engine,
             "loop": loop,
+            "insecure": spec.insecure,
         }
-        metadata = _metadata(experiment, url, target_url, server, config, detail, levels_completed=0)
+        metadata = _metadata(experiment, url, target_url, server, config, detail, engine=spec.engine,
+                             levels_completed=0)
         with ResultsWriter(outputs.results_dir, experiment, LevelStats.columns(), metadata, datetime.now(),
                            latency_file=True) as writer:
             progress = report.SweepProgress(console) if console.is_terminal else None

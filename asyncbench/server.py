@@ -315,7 +315,12 @@ def _child_main(config_json: str) -> None:
 
         await serve(config, ready, stop)
 
-    asyncio.run(main())
+    try:
+        import uvloop  # a server on uvloop spends less of the cores it shares with the client
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
     os._exit(0)  # the stdin watcher thread may still be blocked in read()
 
 

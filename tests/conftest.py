@@ -240,13 +240,23 @@ class RawServer:
     `respond(n, request_head, sock)` handles the n-th request (from 0) and returns False to close
     the connection. `requests` counts every request that reached it."""
 
-    def __init__(self, respond: Callable[[int, bytes, socket.socket], bool]) -> None:
+    def __init__(self, respond: Callable[[int, bytes, socket.socket], bool], tls: Any = None) -> None:
         outer = self
+        self.connections = 0
         self.requests = 0
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
         self._lock = threading.Lock()
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
+                with outer._lock:
+                    outer.connections += 1
+                if tls is not None:
+                    try:
+                        self.request = tls.wrap_socket(self.request, server_side=True)
+                    except OSError:
+                        return  # the client refused our certificate
                 buf = b""
                 while True:
                     while b"\r\n\r\n" not in buf:
@@ -255,6 +265,7 @@ class RawServer:
                             return
                         buf += data
                     head, _, buf = buf.partition(b"\r\n\r\n")
+                    outer.heads.append(head)
                     length = 0
                     for line in head.split(b"\r\n")[1:]:
                         name, _, value = line.partition(b":")
@@ -262,6 +273,7 @@ class RawServer:
                             length = int(value)
                     while len(buf) < length:
                         buf += self.request.recv(65536)
+                    outer.bodies.append(buf[:length])
                     buf = buf[length:]
                     with outer._lock:
                         n = outer.requests
@@ -278,7 +290,7 @@ class RawServer:
             request_queue_size = 1024
 
         self._server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._server.server_address[1]}/"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -287,7 +299,7 @@ class RawServer:
 
 
 def http_response(status: int = 200, body: bytes = b"ok\n", headers: dict[str, str] | None = None) -> bytes:
-    reason = {200: "OK", 429: "Too Many Requests", 503: "Service Unavailable"}.get(status, "X")
+    reason = {200: "OK", 302: "Found", 429: "Too Many Requests", 503: "Service Unavailable"}.get(status, "X")
     lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
@@ -297,8 +309,8 @@ def http_response(status: int = 200, body: bytes = b"ok\n", headers: dict[str, s
 def raw_server() -> Iterator[Callable[[Callable[[int, bytes, socket.socket], bool]], RawServer]]:
     servers: list[RawServer] = []
 
-    def start(respond: Callable[[int, bytes, socket.socket], bool]) -> RawServer:
-        servers.append(RawServer(respond))
+    def start(respond: Callable[[int, bytes, socket.socket], bool], tls: Any = None) -> RawServer:
+        servers.append(RawServer(respond, tls))
         return servers[-1]
 
     yield start

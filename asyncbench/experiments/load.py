@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from asyncbench.client import AsyncHttpClient
+from asyncbench.engines import open_engine
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
 from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
 
@@ -30,6 +31,8 @@ class RequestSpec:
     data: bytes | None = None
     timeout: float = 10.0
     retries: int = 0
+    engine: str = "fast"
+    insecure: bool = False  # https without checking the certificate
 
 
 @dataclass
@@ -57,24 +60,21 @@ async def run_round(
     wall0 = _perf()
     tickets = iter(range(requests))
     record = recorder.add
-    url, method, headers, data = spec.url, spec.method, spec.headers or None, spec.data
-
-    async with AsyncHttpClient(
-        max_concurrency=concurrency if bounded else None,
-        timeout=spec.timeout,
-        retries=spec.retries,
-        keep_body=False,
-    ) as client:
-        fetch = client.fetch
+    workers = min(concurrency, requests)
+    engine = open_engine(spec.engine, spec.url, spec.method, spec.headers, spec.data, spec.timeout,
+                         spec.retries, workers, bounded, spec.insecure)
+    async with engine:
+        fetch = engine.fetch
         submitted = _perf()
 
-        async def worker() -> None:
+        async def worker(slot: int) -> None:
             for _ in tickets:
-                result = await fetch(url, method=method, data=data, headers=headers)
+                result = await fetch(slot)
+                # All requests are submitted at once: the wait for a slot ends when one is sent.
                 record(result, result.sent_at - submitted if bounded else 0.0)
 
         with LoopLagMonitor() as lag:
-            await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+            await asyncio.gather(*(worker(slot) for slot in range(workers)))
     wall = _perf() - wall0
     return RoundFacts(
         peak_rss_mb=rss.peak_mb(),
@@ -133,7 +133,7 @@ async def preflight(spec: RequestSpec) -> Preflight:
     """One request before the sweep, shaped like the sweep's: can the target be reached, and
     what does it answer?"""
     async with AsyncHttpClient(max_concurrency=1, timeout=spec.timeout, retries=0,
-                               max_body_bytes=1024 * 1024) as client:
+                               max_body_bytes=1024 * 1024, verify_tls=not spec.insecure) as client:
         result = await client.fetch(
             spec.url, method=spec.method, data=spec.data, headers=spec.headers or None
         )

@@ -1,0 +1,33 @@
+"""The `aiohttp` engine: the lab's AsyncHttpClient, kept for fidelity to the labs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asyncbench.client import AsyncHttpClient
+from asyncbench.records import FetchResult
+
+
+class AiohttpEngine:
+    """One AsyncHttpClient per round: unbounded for the trap (a connection per request in
+    flight), a semaphore and a pool of `concurrency` connections otherwise."""
+
+    name = "aiohttp"
+
+    def __init__(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
+                 data: bytes | None = None, timeout: float = 10.0, retries: int = 0,
+                 concurrency: int = 1, bounded: bool = True, insecure: bool = False) -> None:
+        self.url, self.method, self.data = url, method, data
+        self.headers = headers or None
+        self.client = AsyncHttpClient(max_concurrency=concurrency if bounded else None, timeout=timeout,
+                                      retries=retries, keep_body=False, verify_tls=not insecure)
+
+    async def __aenter__(self) -> AiohttpEngine:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.client.close()
+
+    async def fetch(self, slot: int) -> FetchResult:
+        return await self.client.fetch(self.url, method=self.method, data=self.data, headers=self.headers)

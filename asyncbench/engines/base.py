@@ -1,0 +1,23 @@
+"""The protocol every load engine implements."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from asyncbench.records import FetchResult
+
+
+class Engine(Protocol):
+    """Sends the requests of one spec for one round of a level, on `concurrency` worker slots.
+
+    Opened and closed with `async with`; `fetch(slot)` sends one request (with its retries) for
+    the worker of that slot and never raises for a failed request.
+    """
+
+    name: str
+
+    async def __aenter__(self) -> Engine: ...
+
+    async def __aexit__(self, *exc: Any) -> None: ...
+
+    async def fetch(self, slot: int) -> FetchResult: ...

@@ -1,0 +1,245 @@
+"""The `fast` engine: an `asyncio.Protocol` per connection and httptools (llhttp, the parser
+Node uses), HTTP/1.1 keep-alive, one request in flight per connection, meant for uvloop.
+
+Each worker slot owns one connection: the trap's `level` workers open a connection per request
+in flight, the semaphore's `limit` workers keep `limit` connections. The request's bytes are
+built once per run; a response is parsed as it arrives and its body counted, never kept. A
+connection the server closes (Connection: close, HTTP/1.0, a close-delimited body, an idle
+timeout) is opened again by the next request of its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from asyncbench import __version__
+from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after
+from asyncbench.records import FetchResult, error_kind
+
+_perf = time.perf_counter
+
+
+def build_request(url: str, method: str, headers: dict[str, str], body: bytes | None) -> bytes:
+    """The request's bytes, as every attempt sends them."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    if parts.port and parts.port != default_port:
+        host += f":{parts.port}"
+    lines = {"host": ("Host", host), "user-agent": ("User-Agent", f"asyncbench/{__version__}"),
+             "accept": ("Accept", "*/*"), "accept-encoding": ("Accept-Encoding", "identity")}
+    for name, value in headers.items():
+        lines[name.lower()] = (name, value)
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        lines["content-length"] = ("Content-Length", str(len(body or b"")))
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in lines.values()) + "\r\n"
+    return head.encode("latin-1") + (body or b"")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: send a request, wait for its response, count its body."""
+
+    __slots__ = ("transport", "parser", "waiter", "status", "body_bytes", "retry_after", "closed",
+                 "head", "framed", "started", "keep_alive", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, head: bool) -> None:
+        self._loop = loop
+        self.head = head  # a response to HEAD has no body, whatever its headers say
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status: int | None = None
+        self.body_bytes = 0
+        self.retry_after: bytes | None = None
+        self.framed = False  # Content-Length or chunked: the body's end is known
+        self.started = False  # some of the response has arrived
+        self.keep_alive = False  # read while the message is parsed: llhttp forgets it after
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.started = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ConnectionError("the server switched protocols"), "other")
+        except httptools.HttpParserError as exc:
+            self._fail(ValueError(f"malformed response: {exc}"), "other")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if self.status is not None and not self.framed and not self.head:
+            waiter.set_result(None)  # a close-delimited body ends with the connection
+        elif self.started:
+            waiter.set_exception(ConnectionError("the connection closed in the middle of the response"))
+        else:
+            waiter.set_exception(ConnectionError(f"the server closed the connection before answering"
+                                                 f"{': ' + str(exc) if exc else ''}"))
+
+    # --- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
+            self.framed = True
+        elif lowered == b"retry-after":
+            self.retry_after = value
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if 100 <= self.status < 200:  # an interim response: the real one follows
+            self.status = None
+            return
+        if self.head or self.status in (204, 304):
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.status is not None:
+            self._complete()
+
+    # --- the request
+    def _complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: Exception, kind: str) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            exc.kind = kind  # type: ignore[attr-defined]
+            waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    async def exchange(self, request: bytes, time_left: float) -> None:
+        """Send `request` and wait for the whole response; TimeoutError past `time_left`."""
+        self._reset()
+        if self.head:  # llhttp would wait for the body a HEAD response announces but never sends
+            self.parser = httptools.HttpResponseParser(self)
+        self.waiter = waiter = self._loop.create_future()
+        assert self.transport is not None
+        self.transport.write(request)
+        timer = self._loop.call_later(time_left, self._timed_out)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+        if not self.keep_alive:
+            self.transport.close()  # the server will not take another request on it
+
+    def _timed_out(self) -> None:
+        self._fail(TimeoutError(), "timeout")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class FastEngine:
+    """Requests of one spec on `concurrency` slots, a connection per slot."""
+
+    name = "fast"
+
+    def __init__(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
+                 data: bytes | None = None, timeout: float = 10.0, retries: int = 0,
+                 concurrency: int = 1, insecure: bool = False) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.https = parts.scheme == "https"
+        self.port = parts.port or (443 if self.https else 80)
+        self.timeout = timeout
+        self.head = method == "HEAD"
+        self.request = build_request(url, method, headers or {}, data)
+        self.policy = RetryPolicy(retries)
+        self.ssl: ssl.SSLContext | None = None
+        if self.https:
+            self.ssl = ssl.create_default_context()
+            if insecure:
+                self.ssl.check_hostname = False
+                self.ssl.verify_mode = ssl.CERT_NONE
+        self.slots: list[_Connection | None] = [None] * concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> FastEngine:
+        self._loop = asyncio.get_running_loop()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for conn in self.slots:
+            if conn is not None:
+                conn.close()
+        self.slots = [None] * len(self.slots)
+
+    async def fetch(self, slot: int) -> FetchResult:
+        """One request (with its retries) on the connection of `slot`; never raises."""
+
+        async def attempt(time_left: float) -> Attempt:
+            started = _perf()
+            conn = self.slots[slot]
+            try:
+                if conn is None or not conn.usable():
+                    conn = await self._connect(time_left)
+                    self.slots[slot] = conn
+                await conn.exchange(self.request, max(1e-3, time_left - (_perf() - started)))
+            except TimeoutError:
+                self._drop(slot)
+                return Attempt(error="timeout", detail=f"no complete response within {self.timeout:g} s")
+            except (OSError, ConnectionError) as exc:
+                self._drop(slot)
+                kind = getattr(exc, "kind", "connect")
+                return Attempt(error=kind, detail=str(exc) or type(exc).__name__)
+            except ValueError as exc:
+                self._drop(slot)
+                return Attempt(error="other", detail=str(exc))
+            status = conn.status
+            assert status is not None
+            retry_after = parse_retry_after(conn.retry_after) if status in (429, 503) else None
+            return Attempt(status=status, error=error_kind(status), retry_after=retry_after,
+                           body_bytes=conn.body_bytes)
+
+        return await self.policy.run(attempt, self.timeout)
+
+    async def _connect(self, time_left: float) -> _Connection:
+        loop = self._loop
+        assert loop is not None
+        # A failed TLS handshake (ssl.SSLError, an OSError) is a connection that could not be
+        # made: `connect`, as in the aiohttp engine.
+        async with asyncio.timeout(time_left):
+            _, conn = await loop.create_connection(
+                lambda: _Connection(loop, self.head), self.host, self.port, ssl=self.ssl,
+                server_hostname=self.host if self.ssl else None,
+            )
+        return conn
+
+    def _drop(self, slot: int) -> None:
+        conn = self.slots[slot]
+        if conn is not None:
+            conn.close()
+        self.slots[slot] = None
