@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from asyncbench import __version__
-from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after
+from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after, result
 from asyncbench.records import FetchResult, error_kind
 
 _perf = time.perf_counter
@@ -51,7 +51,7 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection: send a request, wait for its response, count its body."""
 
     __slots__ = ("transport", "parser", "waiter", "status", "body_bytes", "retry_after", "closed",
-                 "head", "framed", "started", "keep_alive", "_loop")
+                 "head", "framed", "started", "keep_alive", "deadline", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, head: bool) -> None:
         self._loop = loop
@@ -60,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
+        self.deadline = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -137,25 +138,28 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    async def exchange(self, request: bytes, time_left: float) -> None:
-        """Send `request` and wait for the whole response; TimeoutError past `time_left`."""
+    def send(self, request: bytes, deadline: float) -> asyncio.Future[None]:
+        """Send `request`; the future is done when the whole response is in (or it failed). The
+        engine's sweeper fails it with TimeoutError once `deadline` has passed."""
         self._reset()
         if self.head:  # llhttp would wait for the body a HEAD response announces but never sends
             self.parser = httptools.HttpResponseParser(self)
+        self.deadline = deadline
         self.waiter = waiter = self._loop.create_future()
         assert self.transport is not None
         self.transport.write(request)
-        timer = self._loop.call_later(time_left, self._timed_out)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self.waiter = None
-        if not self.keep_alive:
-            self.transport.close()  # the server will not take another request on it
+        return waiter
 
-    def _timed_out(self) -> None:
-        self._fail(TimeoutError(), "timeout")
+    def received(self) -> None:
+        """The response is in: release the connection, or close it if the server will not take
+        another request on it."""
+        self.waiter = None
+        if not self.keep_alive and self.transport is not None:
+            self.transport.close()
+
+    def check_deadline(self, now: float) -> None:
+        if self.waiter is not None and now >= self.deadline:
+            self._fail(TimeoutError(), "timeout")
 
     def close(self) -> None:
         if self.transport is not None:
@@ -186,45 +190,60 @@ class FastEngine:
                 self.ssl.verify_mode = ssl.CERT_NONE
         self.slots: list[_Connection | None] = [None] * concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None]
 
     async def __aenter__(self) -> FastEngine:
         self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.create_task(self._sweep())
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        self._sweeper.cancel()
         for conn in self.slots:
             if conn is not None:
                 conn.close()
         self.slots = [None] * len(self.slots)
 
+    async def _sweep(self) -> None:
+        """Time out the requests past their deadline. One sweep over the slots every few ms costs
+        less than a timer per request; a timeout fires at most one tick late."""
+        tick = max(0.002, min(0.05, self.timeout / 20))
+        while True:
+            await asyncio.sleep(tick)
+            now = _perf()
+            for conn in self.slots:
+                if conn is not None:
+                    conn.check_deadline(now)
+
     async def fetch(self, slot: int) -> FetchResult:
         """One request (with its retries) on the connection of `slot`; never raises."""
+        if self.policy.retries:
+            return await self.policy.run(lambda time_left: self._attempt(slot, time_left), self.timeout)
+        sent = _perf()
+        attempt = await self._attempt(slot, self.timeout)
+        return result(attempt, 1, sent, _perf())
 
-        async def attempt(time_left: float) -> Attempt:
-            started = _perf()
-            conn = self.slots[slot]
-            try:
-                if conn is None or not conn.usable():
-                    conn = await self._connect(time_left)
-                    self.slots[slot] = conn
-                await conn.exchange(self.request, max(1e-3, time_left - (_perf() - started)))
-            except TimeoutError:
-                self._drop(slot)
-                return Attempt(error="timeout", detail=f"no complete response within {self.timeout:g} s")
-            except (OSError, ConnectionError) as exc:
-                self._drop(slot)
-                kind = getattr(exc, "kind", "connect")
-                return Attempt(error=kind, detail=str(exc) or type(exc).__name__)
-            except ValueError as exc:
-                self._drop(slot)
-                return Attempt(error="other", detail=str(exc))
-            status = conn.status
-            assert status is not None
-            retry_after = parse_retry_after(conn.retry_after) if status in (429, 503) else None
-            return Attempt(status=status, error=error_kind(status), retry_after=retry_after,
-                           body_bytes=conn.body_bytes)
-
-        return await self.policy.run(attempt, self.timeout)
+    async def _attempt(self, slot: int, time_left: float) -> Attempt:
+        started = _perf()
+        conn = self.slots[slot]
+        try:
+            if conn is None or not conn.usable():
+                conn = self.slots[slot] = await self._connect(time_left)
+            await conn.send(self.request, started + time_left)
+            conn.received()
+        except TimeoutError:
+            self._drop(slot)
+            return Attempt(error="timeout", detail=f"no complete response within {self.timeout:g} s")
+        except (OSError, ConnectionError) as exc:
+            self._drop(slot)
+            return Attempt(error=getattr(exc, "kind", "connect"), detail=str(exc) or type(exc).__name__)
+        except ValueError as exc:
+            self._drop(slot)
+            return Attempt(error="other", detail=str(exc))
+        status = conn.status
+        assert status is not None
+        retry_after = parse_retry_after(conn.retry_after) if status in (429, 503) else None
+        return Attempt(status=status, error=error_kind(status), retry_after=retry_after, body_bytes=conn.body_bytes)
 
     async def _connect(self, time_left: float) -> _Connection:
         loop = self._loop

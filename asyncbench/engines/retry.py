@@ -86,14 +86,20 @@ class RetryPolicy:
             if _perf() + delay >= deadline:
                 break  # no time left for another attempt
             await asyncio.sleep(delay)
-        done = _perf()
-        detail = attempt.detail
-        if error is not None and detail is None and attempt.status is not None:
-            detail = f"HTTP {attempt.status}"
-        if refused is not None:
-            detail = f"{detail} (Retry-After {refused:g} s is longer than the time left: not retried)"
-        return FetchResult(
-            ok=error is None, status=attempt.status, latency_s=done - sent, attempts=attempts, error=error,
-            detail=detail, queue_wait_s=queue_wait, sent_at=sent, done_at=done, body=attempt.body,
-            body_bytes=attempt.body_bytes, retry_after_refused_s=refused,
-        )
+        return result(attempt, attempts, sent, _perf(), refused, queue_wait)
+
+
+def result(attempt: Attempt, attempts: int, sent: float, done: float, refused: float | None = None,
+           queue_wait: float = 0.0) -> FetchResult:
+    """The record of a request whose last attempt was `attempt`."""
+    error = attempt.error
+    detail = attempt.detail
+    if error is not None and detail is None and attempt.status is not None:
+        detail = f"HTTP {attempt.status}"
+    if refused is not None:
+        detail = f"{detail} (Retry-After {refused:g} s is longer than the time left: not retried)"
+    return FetchResult(
+        ok=error is None, status=attempt.status, latency_s=done - sent, attempts=attempts, error=error,
+        detail=detail, queue_wait_s=queue_wait, sent_at=sent, done_at=done, body=attempt.body,
+        body_bytes=attempt.body_bytes, retry_after_refused_s=refused,
+    )

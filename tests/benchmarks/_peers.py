@@ -91,8 +91,15 @@ def asyncbench_semaphore(url: str, limit: int, requests: int, extra: list[str] |
 
 @contextmanager
 def nginx(delay_ms: int = 0) -> Iterator[str]:
-    """nginx on a free 127.0.0.1 port returning 200 'hello world\\n' (optionally after a delay)."""
+    """nginx on a free 127.0.0.1 port returning 200 'hello world\\n' (optionally after `delay_ms`,
+    with the echo module's echo_sleep: Debian's libnginx-mod-http-echo)."""
     binary = need("nginx", "nginx-light")
+    module = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+    if delay_ms and not os.path.exists(module):
+        sys.exit("nginx's echo module is not installed: apt-get install libnginx-mod-http-echo")
+    load = f"load_module {module};" if delay_ms else ""
+    answer = (f'echo_sleep {delay_ms / 1000:g}; echo "hello world";' if delay_ms
+              else 'return 200 "hello world\\n";')
     import socket
 
     with socket.socket() as s:
@@ -101,6 +108,7 @@ def nginx(delay_ms: int = 0) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="asyncbench-nginx-"))
     user = "user root;" if os.geteuid() == 0 else ""
     (root / "nginx.conf").write_text(f"""
+{load}
 {user}
 worker_processes 1;
 daemon off;
@@ -113,7 +121,7 @@ http {{
     client_body_temp_path {root}/body;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        location / {{ return 200 "hello world\\n"; }}
+        location / {{ {answer} }}
     }}
 }}
 """)
