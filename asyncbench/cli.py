@@ -422,7 +422,7 @@ def serve(
     seed: Annotated[int | None, typer.Option(help="Seed for the injected faults (reproducible runs).")] = None,
 ) -> None:
     """Run the embedded target server until Ctrl-C or SIGTERM."""
-    from asyncbench.server import ServerConfig
+    from asyncbench.server import ServerConfig, run_on_best_loop
     from asyncbench.server import serve as run_server
 
     config = ServerConfig(
@@ -445,9 +445,7 @@ def serve(
         print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
 
     try:
-        import asyncio
-
-        asyncio.run(run_server(config, ready))
+        run_on_best_loop(run_server(config, ready))
     except OSError as exc:
         raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     print("asyncbench serve: stopped", flush=True)

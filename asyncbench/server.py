@@ -240,6 +240,16 @@ async def serve(
         await runner.cleanup()
 
 
+def run_on_best_loop(coro: Any) -> Any:
+    """Run the server on uvloop where it is installed: it spends less of the cores it shares
+    with the load generator."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 class EmbeddedServer:
     """The target in a child process on a free port: `with EmbeddedServer(cfg) as url: ...`.
 
@@ -315,12 +325,7 @@ def _child_main(config_json: str) -> None:
 
         await serve(config, ready, stop)
 
-    try:
-        import uvloop  # a server on uvloop spends less of the cores it shares with the client
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_best_loop(main())
     os._exit(0)  # the stdin watcher thread may still be blocked in read()
 
 
