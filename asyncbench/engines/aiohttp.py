@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from asyncbench.client import AsyncHttpClient
@@ -17,7 +19,7 @@ class AiohttpEngine:
     def __init__(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
                  data: bytes | None = None, timeout: float = 10.0, retries: int = 0,
                  concurrency: int = 1, bounded: bool = True, insecure: bool = False) -> None:
-        self.url, self.method, self.data = url, method, data
+        self.url, self.method, self.data, self.concurrency = url, method, data, concurrency
         self.headers = headers or None
         self.client = AsyncHttpClient(max_concurrency=concurrency if bounded else None, timeout=timeout,
                                       retries=retries, keep_body=False, verify_tls=not insecure)
@@ -31,3 +33,13 @@ class AiohttpEngine:
 
     async def fetch(self, slot: int) -> FetchResult:
         return await self.client.fetch(self.url, method=self.method, data=self.data, headers=self.headers)
+
+    async def run(self, requests: int, record: Callable[[FetchResult], None]) -> None:
+        """`requests` requests shared by `concurrency` workers, each result to `record`."""
+        tickets = iter(range(requests))
+
+        async def worker() -> None:
+            for _ in tickets:
+                record(await self.fetch(0))
+
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from asyncbench.records import FetchResult
@@ -11,7 +12,8 @@ class Engine(Protocol):
     """Sends the requests of one spec for one round of a level, on `concurrency` worker slots.
 
     Opened and closed with `async with`; `fetch(slot)` sends one request (with its retries) for
-    the worker of that slot and never raises for a failed request.
+    the worker of that slot and never raises for a failed request; `run` keeps every slot busy
+    until the requests are sent, however the engine does it best.
     """
 
     name: str
@@ -21,3 +23,7 @@ class Engine(Protocol):
     async def __aexit__(self, *exc: Any) -> None: ...
 
     async def fetch(self, slot: int) -> FetchResult: ...
+
+    async def run(self, requests: int, record: Callable[[FetchResult], None]) -> None:
+        """Send `requests` requests over all the slots (a closed loop), each result to `record`."""
+        ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,19 +49,20 @@ def build_request(url: str, method: str, headers: dict[str, str], body: bytes | 
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection: send a request, wait for its response, count its body."""
+    """One keep-alive connection: send a request, parse its response as it arrives, count its
+    body, and tell `on_done` (None, or the exception that ended the request) when it is over."""
 
-    __slots__ = ("transport", "parser", "waiter", "status", "body_bytes", "retry_after", "closed",
-                 "head", "framed", "started", "keep_alive", "deadline", "_loop")
+    __slots__ = ("transport", "parser", "on_done", "status", "body_bytes", "retry_after", "closed",
+                 "head", "framed", "started", "keep_alive", "deadline", "sent_at")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, head: bool) -> None:
-        self._loop = loop
+    def __init__(self, head: bool) -> None:
         self.head = head  # a response to HEAD has no body, whatever its headers say
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[None] | None = None
+        self.on_done: Callable[[BaseException | None], None] | None = None  # set while a request is in flight
         self.closed = False
         self.deadline = 0.0
+        self.sent_at = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -80,22 +82,21 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(ConnectionError("the server switched protocols"), "other")
+            self._fail(_kind(ConnectionError("the server switched protocols"), "other"))
         except httptools.HttpParserError as exc:
-            self._fail(ValueError(f"malformed response: {exc}"), "other")
+            self._fail(_kind(ValueError(f"malformed response: {exc}"), "other"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self.waiter
-        if waiter is None or waiter.done():
+        if self.on_done is None:
             return
         if self.status is not None and not self.framed and not self.head:
-            waiter.set_result(None)  # a close-delimited body ends with the connection
+            self._finish(None)  # a close-delimited body ends with the connection
         elif self.started:
-            waiter.set_exception(ConnectionError("the connection closed in the middle of the response"))
+            self._finish(ConnectionError("the connection closed in the middle of the response"))
         else:
-            waiter.set_exception(ConnectionError(f"the server closed the connection before answering"
-                                                 f"{': ' + str(exc) if exc else ''}"))
+            self._finish(ConnectionError(f"the server closed the connection before answering"
+                                         f"{': ' + str(exc) if exc else ''}"))
 
     # --- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -122,48 +123,70 @@ class _Connection(asyncio.Protocol):
 
     # --- the request
     def _complete(self) -> None:
-        self.keep_alive = self.parser.should_keep_alive()
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.on_done is not None:
+            self.keep_alive = self.parser.should_keep_alive()
+            if not self.keep_alive and self.transport is not None:
+                self.transport.close()  # the server will not take another request on it
+            self._finish(None)
 
-    def _fail(self, exc: Exception, kind: str) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            exc.kind = kind  # type: ignore[attr-defined]
-            waiter.set_exception(exc)
+    def _fail(self, exc: BaseException) -> None:
         if self.transport is not None:
             self.transport.close()
+        self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        done, self.on_done = self.on_done, None
+        if done is not None:
+            done(exc)
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def send(self, request: bytes, deadline: float) -> asyncio.Future[None]:
-        """Send `request`; the future is done when the whole response is in (or it failed). The
-        engine's sweeper fails it with TimeoutError once `deadline` has passed."""
+    def send(self, request: bytes, deadline: float, on_done: Callable[[BaseException | None], None]) -> None:
+        """Send `request`; `on_done` is called once, when the whole response is in or the request
+        failed (the engine's sweeper fails it with TimeoutError once `deadline` has passed)."""
         self._reset()
         if self.head:  # llhttp would wait for the body a HEAD response announces but never sends
             self.parser = httptools.HttpResponseParser(self)
         self.deadline = deadline
-        self.waiter = waiter = self._loop.create_future()
+        self.on_done = on_done
+        self.sent_at = _perf()
         assert self.transport is not None
         self.transport.write(request)
-        return waiter
 
-    def received(self) -> None:
-        """The response is in: release the connection, or close it if the server will not take
-        another request on it."""
-        self.waiter = None
-        if not self.keep_alive and self.transport is not None:
-            self.transport.close()
+    def outcome(self, exc: BaseException | None, timeout: float) -> Attempt:
+        """What the request that just ended gave."""
+        if exc is None:
+            status = self.status
+            assert status is not None
+            retry_after = parse_retry_after(self.retry_after) if status in (429, 503) else None
+            return Attempt(status=status, error=error_kind(status), retry_after=retry_after,
+                           body_bytes=self.body_bytes)
+        return _failed(exc, timeout)
 
     def check_deadline(self, now: float) -> None:
-        if self.waiter is not None and now >= self.deadline:
-            self._fail(TimeoutError(), "timeout")
+        if self.on_done is not None and now >= self.deadline:
+            self._fail(_kind(TimeoutError(), "timeout"))
 
     def close(self) -> None:
+        self.on_done = None
         if self.transport is not None:
             self.transport.close()
+
+
+def _kind(exc: BaseException, kind: str) -> BaseException:
+    exc.kind = kind  # type: ignore[attr-defined]
+    return exc
+
+
+def _failed(exc: BaseException, timeout: float) -> Attempt:
+    """The attempt a failure gave, by kind: timeout, other (a malformed answer), else connect."""
+    if isinstance(exc, TimeoutError):
+        return Attempt(error="timeout", detail=f"no complete response within {timeout:g} s")
+    # A failed TLS handshake (ssl.SSLError: an OSError, and a ValueError too) is a connection
+    # that could not be made: `connect`, as in the aiohttp engine.
+    kind = getattr(exc, "kind", "connect" if isinstance(exc, OSError) else "other")
+    return Attempt(error=kind, detail=str(exc) or type(exc).__name__)
 
 
 class FastEngine:
@@ -229,30 +252,66 @@ class FastEngine:
         try:
             if conn is None or not conn.usable():
                 conn = self.slots[slot] = await self._connect(time_left)
-            await conn.send(self.request, started + time_left)
-            conn.received()
-        except TimeoutError:
+        except (OSError, TimeoutError) as exc:
             self._drop(slot)
-            return Attempt(error="timeout", detail=f"no complete response within {self.timeout:g} s")
-        except (OSError, ConnectionError) as exc:
+            return _failed(exc, self.timeout)
+        assert self._loop is not None
+        waiter: asyncio.Future[BaseException | None] = self._loop.create_future()
+        conn.send(self.request, started + time_left, waiter.set_result)
+        exc = await waiter
+        if exc is not None:
             self._drop(slot)
-            return Attempt(error=getattr(exc, "kind", "connect"), detail=str(exc) or type(exc).__name__)
-        except ValueError as exc:
-            self._drop(slot)
-            return Attempt(error="other", detail=str(exc))
-        status = conn.status
-        assert status is not None
-        retry_after = parse_retry_after(conn.retry_after) if status in (429, 503) else None
-        return Attempt(status=status, error=error_kind(status), retry_after=retry_after, body_bytes=conn.body_bytes)
+        return conn.outcome(exc, self.timeout)
+
+    async def run(self, requests: int, record: Callable[[FetchResult], None]) -> None:
+        """Send `requests` requests over the slots, each result to `record` as it completes.
+
+        A slot starts as a coroutine (connect, retries). Once its connection is open and
+        kept alive, and there are no retries to make, the connection drives itself: each
+        response, as it is parsed, is recorded and the next request written at once, with no
+        coroutine, future or timer per request — the way wrk does it. Anything else (a closed
+        connection, an error that drops it) hands the slot back to its coroutine.
+        """
+        self._left = requests
+        await asyncio.gather(*(self._drive(slot, record) for slot in range(len(self.slots))))
+
+    def _take(self) -> bool:
+        if self._left > 0:
+            self._left -= 1
+            return True
+        return False
+
+    async def _drive(self, slot: int, record: Callable[[FetchResult], None]) -> None:
+        assert self._loop is not None
+        while self._take():
+            record(await self.fetch(slot))
+            conn = self.slots[slot]
+            if self.policy.retries or conn is None or not conn.usable() or not self._take():
+                continue
+            handed_back: asyncio.Future[bool] = self._loop.create_future()
+
+            def on_done(exc: BaseException | None, conn: _Connection = conn,
+                        handed_back: asyncio.Future[bool] = handed_back) -> None:
+                now = _perf()
+                if handed_back.done():  # the run was cancelled meanwhile
+                    return
+                record(result(conn.outcome(exc, self.timeout), 1, conn.sent_at, now))
+                if exc is None and conn.usable() and self._take():
+                    conn.send(self.request, now + self.timeout, on_done)
+                else:
+                    if exc is not None:
+                        self._drop(slot)
+                    handed_back.set_result(True)
+
+            conn.send(self.request, _perf() + self.timeout, on_done)
+            await handed_back
 
     async def _connect(self, time_left: float) -> _Connection:
         loop = self._loop
         assert loop is not None
-        # A failed TLS handshake (ssl.SSLError, an OSError) is a connection that could not be
-        # made: `connect`, as in the aiohttp engine.
         async with asyncio.timeout(time_left):
             _, conn = await loop.create_connection(
-                lambda: _Connection(loop, self.head), self.host, self.port, ssl=self.ssl,
+                lambda: _Connection(self.head), self.host, self.port, ssl=self.ssl,
                 server_hostname=self.host if self.ssl else None,
             )
         return conn

@@ -16,6 +16,7 @@ from typing import Protocol
 from asyncbench.client import AsyncHttpClient
 from asyncbench.engines import open_engine
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
+from asyncbench.records import FetchResult
 from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
 
 _perf = time.perf_counter
@@ -58,23 +59,19 @@ async def run_round(
     rss = PeakRss()
     cpu0 = cpu_seconds()
     wall0 = _perf()
-    tickets = iter(range(requests))
-    record = recorder.add
+    add = recorder.add
     workers = min(concurrency, requests)
     engine = open_engine(spec.engine, spec.url, spec.method, spec.headers, spec.data, spec.timeout,
                          spec.retries, workers, bounded, spec.insecure)
     async with engine:
-        fetch = engine.fetch
         submitted = _perf()
 
-        async def worker(slot: int) -> None:
-            for _ in tickets:
-                result = await fetch(slot)
-                # All requests are submitted at once: the wait for a slot ends when one is sent.
-                record(result, result.sent_at - submitted if bounded else 0.0)
+        def record(result: FetchResult) -> None:
+            # All requests are submitted at once: the wait for a slot ends when one is sent.
+            add(result, result.sent_at - submitted if bounded else 0.0)
 
         with LoopLagMonitor() as lag:
-            await asyncio.gather(*(worker(slot) for slot in range(workers)))
+            await engine.run(requests, record)
     wall = _perf() - wall0
     return RoundFacts(
         peak_rss_mb=rss.peak_mb(),
