@@ -91,16 +91,17 @@ def target(url: str | None, server: ServerConfig) -> Iterator[str]:
         embedded.stop()
 
 
-def run_async(coro: Coroutine[Any, Any, Any], loop: str = "asyncio") -> Any:
+def run_async(coro: Coroutine[Any, Any, Any], loop: str = "asyncio", blocking: bool = False) -> Any:
     """Run a coroutine on `loop` (asyncio or uvloop); a first Ctrl-C or SIGTERM cancels it —
-    closing its connections, keeping what was written — and raises KeyboardInterrupt."""
+    closing its connections, keeping what was written — and raises KeyboardInterrupt.
+    `blocking`: the coroutine makes blocking calls that a signal must interrupt (threads)."""
     import asyncio
 
     async def guarded() -> Any:
         task = asyncio.current_task()
         assert task is not None
         try:
-            with signals.measuring(task):
+            with signals.measuring(task, on_loop=not blocking):
                 return await coro
         except asyncio.CancelledError:
             if signals.requested():
@@ -114,14 +115,14 @@ def run_async(coro: Coroutine[Any, Any, Any], loop: str = "asyncio") -> Any:
     return asyncio.run(guarded())
 
 
-def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asyncio") -> bool:
+def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asyncio", blocking: bool = False) -> bool:
     """Run an experiment under the progress display; True when Ctrl-C interrupted it."""
     try:
         if progress is not None:
             with progress:
-                run_async(coro, loop)
+                run_async(coro, loop, blocking)
         else:
-            run_async(coro, loop)
+            run_async(coro, loop, blocking)
     except KeyboardInterrupt:
         return True
     return False
@@ -435,7 +436,7 @@ def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: 
                 console.print(report.phase_table(phase.phase, phase.records))
 
             threads_config = experiment.ThreadsConfig(url=target_url, tasks=tasks, sleep=sleep, timeout=timeout)
-            interrupted = run_steps(None, experiment.run(threads_config, on_phase))
+            interrupted = run_steps(None, experiment.run(threads_config, on_phase), blocking=True)
             console.print(report.phase_summary_table(summaries))
             verdict = metrics.threads_verdict(summaries, coroutine_threads) if summaries else "no phase finished"
             console.print(verdict, style="bold")
