@@ -74,6 +74,20 @@ class LatencyHistogram:
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (only the buckets that were hit), for shards to send their samples."""
+        return {"buckets": {str(i): c for i, c in enumerate(self.counts) if c}, "count": self.count,
+                "total": self.total, "min": self.min if self.count else None, "max": self.max}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyHistogram:
+        hist = cls()
+        for i, c in data["buckets"].items():
+            hist.counts[int(i)] = int(c)
+        hist.count, hist.total, hist.max = int(data["count"]), float(data["total"]), float(data["max"])
+        hist.min = math.inf if data["min"] is None else float(data["min"])
+        return hist
+
     def quantile(self, q: float) -> float:
         """The latency at quantile q (0 < q <= 1), nearest-rank; 0 when empty."""
         if not self.count:
@@ -139,6 +153,47 @@ class LevelRecorder:
     @property
     def elapsed_s(self) -> float:
         return max(0.0, self.last_done - self.first_sent) if self.count else 0.0
+
+    def merge(self, other: LevelRecorder) -> None:
+        """Add `other` (a shard of the same level, on the same clock) to this one: counts add,
+        histograms merge, the span covers both."""
+        self.latency.merge(other.latency)
+        self.queue_wait_total += other.queue_wait_total
+        self.successes += other.successes
+        self.attempts += other.attempts
+        self.body_bytes += other.body_bytes
+        self.retry_after_refused += other.retry_after_refused
+        for kind, n in other.errors.items():
+            self.errors[kind] += n
+        for code, n in other.error_statuses.items():
+            self.error_statuses[code] = self.error_statuses.get(code, 0) + n
+        self.first_sent = min(self.first_sent, other.first_sent)
+        self.last_done = max(self.last_done, other.last_done)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form; times stay on the recording process's clock."""
+        return {
+            "latency": self.latency.to_dict(), "queue_wait_total": self.queue_wait_total,
+            "successes": self.successes, "attempts": self.attempts, "errors": dict(self.errors),
+            "first_sent": self.first_sent if self.count else None,
+            "last_done": self.last_done if self.count else None, "body_bytes": self.body_bytes,
+            "error_statuses": {str(k): v for k, v in self.error_statuses.items()},
+            "retry_after_refused": self.retry_after_refused,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LevelRecorder:
+        rec = cls()
+        rec.latency = LatencyHistogram.from_dict(data["latency"])
+        rec.queue_wait_total = float(data["queue_wait_total"])
+        rec.successes, rec.attempts = int(data["successes"]), int(data["attempts"])
+        rec.errors.update({k: int(v) for k, v in data["errors"].items()})
+        if data["first_sent"] is not None:
+            rec.first_sent, rec.last_done = float(data["first_sent"]), float(data["last_done"])
+        rec.body_bytes = int(data["body_bytes"])
+        rec.error_statuses = {int(k): int(v) for k, v in data["error_statuses"].items()}
+        rec.retry_after_refused = int(data["retry_after_refused"])
+        return rec
 
 
 @dataclass

@@ -113,3 +113,32 @@ def test_sweet_spot_is_best_goodput_above_the_floor_ties_to_lowest():
     # Within 2 % is a tie (noise): the lower level wins; beyond it, the higher goodput does.
     assert sweet_spot([_row(100, 1657, 1.0), _row(200, 1670, 1.0)], 0.99).level == 100
     assert sweet_spot([_row(100, 1600, 1.0), _row(200, 1670, 1.0)], 0.99).level == 200
+
+
+def test_shards_merge_exactly_and_survive_serialization():
+    import json
+    import random
+
+    from asyncbench.metrics import LevelRecorder
+
+    rng = random.Random(7)
+    whole = LevelRecorder()
+    shards = [LevelRecorder() for _ in range(3)]
+    for i in range(3000):
+        latency = rng.lognormvariate(-3, 0.8)
+        status = rng.choice([200, 200, 200, 503, 429])
+        ok = status < 400
+        result = FetchResult(ok, status, latency, 1, None if ok else ("http_5xx" if status >= 500 else "http_4xx"),
+                             sent_at=i * 0.001, done_at=i * 0.001 + latency, body_bytes=100)
+        whole.add(result, 0.0)
+        shards[i % 3].add(result, 0.0)
+    merged = LevelRecorder()
+    for shard in shards:
+        merged.merge(LevelRecorder.from_dict(json.loads(json.dumps(shard.to_dict()))))
+    for q in (0.5, 0.9, 0.99, 0.999, 1.0):
+        assert merged.latency.quantile(q) == whole.latency.quantile(q)
+    a, b = merged.to_dict(), whole.to_dict()
+    # Sums of floats depend on their order: the total matches to rounding, everything else exactly.
+    assert a["latency"].pop("total") == pytest.approx(b["latency"].pop("total"), rel=1e-12)
+    assert a == b
+    assert merged.elapsed_s == whole.elapsed_s
