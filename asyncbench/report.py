@@ -106,8 +106,9 @@ class FitTable:
     The house style: left-aligned title, a rule under the header, one space between columns (so
     ten numeric columns fit in 80), no edge padding (so piped output has no ragged margin)."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, keys: int = 1) -> None:
         self.title = title
+        self.keys = keys  # the leading columns that name a row, repeated in every stacked part
         self.caption: str | None = None
         self.columns: list[dict[str, Any]] = []
         self.rows: list[tuple[list[str], str | None]] = []
@@ -133,14 +134,15 @@ class FitTable:
         """Columns packed into as few tables as fit the width, in order; a wrapping column may
         take what is left of a line if that is at least a dozen characters."""
         width = options.max_width
-        parts: list[list[int]] = [[0]]
-        for i in range(1, len(self.columns)):
+        keys = list(range(self.keys))
+        parts: list[list[int]] = [list(keys)]
+        for i in range(self.keys, len(self.columns)):
             trial = self._table([*parts[-1], i])
             needed = Measurement.get(console, options.update(width=10_000), trial).maximum
-            if needed > width and len(parts[-1]) > 1:
+            if needed > width and len(parts[-1]) > self.keys:
                 fits_wrapped = self.columns[i]["wrap"] and needed - self._widest(i) + 12 <= width
                 if not fits_wrapped:
-                    parts.append([0])
+                    parts.append(list(keys))
             parts[-1].append(i)
         return parts
 
@@ -157,8 +159,8 @@ class FitTable:
             yield Text(self.caption)
 
 
-def _table(title: str) -> FitTable:
-    return FitTable(title)
+def _table(title: str, keys: int = 1) -> FitTable:
+    return FitTable(title, keys)
 
 
 def level_line(r: LevelStats) -> str:
@@ -351,7 +353,7 @@ def comparison_table(trap: Any, sem: Any) -> FitTable:
 
 def pipeline_table(rows: Sequence[Any], title: str) -> FitTable:
     """One row per (input, batch size, concurrency): throughput and memory."""
-    table = _table(title)
+    table = _table(title, keys=3)
     for header in ("input\nMB", "batch", "conc.", "chunks", "ok\n%", "chunks\n/s", "p50\nms",
                    "p99\nms", "traced\nMB", "RSS\nMB"):
         table.add_column(header, justify="right")

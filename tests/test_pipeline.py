@@ -181,3 +181,19 @@ def test_interrupted_pipeline_leaves_valid_jsonl(tmp_path):
     partial = _jsonl(next(tmp_path.glob("*-0.5mb-b5-c1.jsonl")))  # every line parses
     ids = [line["id"] for line in partial]
     assert len(ids) == len(set(ids)) < 500  # whole lines only, none twice, the run cut short
+
+
+def test_a_narrow_table_repeats_every_column_that_names_a_row(tmp_path):
+    env = {**os.environ, "COLUMNS": "60", "NO_COLOR": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "asyncbench", "pipeline", "--generate-mb", "0.05", "--concurrency", "5,25",
+         "--cooldown", "0", "--no-plot", "--results-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(len(line) <= 60 for line in lines if str(tmp_path) not in line)
+    # The part stacked below still says which input, batch and concurrency each row is.
+    [rss_header] = [i for i, line in enumerate(lines) if line.rstrip().endswith("RSS")]
+    assert lines[rss_header + 1].split() == ["MB", "batch", "conc.", "MB"]
+    assert [line.split()[:3] for line in lines[rss_header + 3:rss_header + 5]] == [["0.05", "50", "5"], ["0.05", "50", "25"]]
