@@ -283,22 +283,10 @@ def summarize(
     """
     if not rounds:
         raise ValueError("a level needs at least one round")
-    hist = LatencyHistogram()
-    errors = dict.fromkeys(ERROR_KINDS, 0)
-    statuses: dict[int, int] = {}
-    successes = attempts = body_bytes = refused = 0
-    queue_wait = 0.0
+    pooled = LevelRecorder()
     for rec, _ in rounds:
-        hist.merge(rec.latency)
-        successes += rec.successes
-        attempts += rec.attempts
-        queue_wait += rec.queue_wait_total
-        body_bytes += rec.body_bytes
-        refused += rec.retry_after_refused
-        for kind, n in rec.errors.items():
-            errors[kind] += n
-        for code, n in rec.error_statuses.items():
-            statuses[code] = statuses.get(code, 0) + n
+        pooled.merge(rec)
+    hist, errors, successes = pooled.latency, pooled.errors, pooled.successes
     requests = hist.count
     elapsed = statistics.median(rec.elapsed_s for rec, _ in rounds)
     goodputs = [rec.successes / rec.elapsed_s if rec.elapsed_s else 0.0 for rec, _ in rounds]
@@ -335,18 +323,18 @@ def summarize(
         latency_max_s=hist.max if requests else 0.0,
         littles_l=littles_l,
         efficiency=efficiency,
-        queue_wait_mean_s=queue_wait / requests if requests else 0.0,
+        queue_wait_mean_s=pooled.queue_wait_total / requests if requests else 0.0,
         peak_rss_mb=max(f.peak_rss_mb for _, f in rounds),
         rounds=len(rounds),
-        attempts=attempts,
+        attempts=pooled.attempts,
         goodput_min_rps=min(goodputs),
         goodput_max_rps=max(goodputs),
         client_cpu_pct=cpu,
         loop_lag_max_s=lag,
         client_limited=target_alive and is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag),
-        body_bytes=body_bytes,
-        error_statuses=format_statuses(statuses),
-        retry_after_refused=refused,
+        body_bytes=pooled.body_bytes,
+        error_statuses=format_statuses(pooled.error_statuses),
+        retry_after_refused=pooled.retry_after_refused,
     )
 
 
