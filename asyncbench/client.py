@@ -75,15 +75,12 @@ class AsyncHttpClient:
             raise ValueError(f"retries must be >= 0, not {retries}")
         self.max_concurrency = max_concurrency
         self.timeout = timeout
-        self.retries = retries
         self.headers = {"User-Agent": f"asyncbench/{__version__}", **(headers or {})}
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.max_retry_after = max_retry_after
         self.keep_body = keep_body
         self.max_body_bytes = max_body_bytes
         self.verify_tls = verify_tls
-        self._policy = RetryPolicy(retries, backoff_base, backoff_cap, max_retry_after, rng or random.Random())
+        # The retry settings live in the policy alone (shared with the fast engine).
+        self.policy = RetryPolicy(retries, backoff_base, backoff_cap, max_retry_after, rng or random.Random())
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._session: aiohttp.ClientSession | None = None
 
@@ -115,6 +112,10 @@ class AsyncHttpClient:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+    @property
+    def retries(self) -> int:
+        return self.policy.retries
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -194,7 +195,7 @@ class AsyncHttpClient:
                 out.error, out.detail = "other", f"{type(exc).__name__}: {exc}"
             return out
 
-        return await self._policy.run(attempt, self.timeout, queue_wait)
+        return await self.policy.run(attempt, self.timeout, queue_wait)
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, int]:
         """The body, read in chunks; _BodyTooLarge past `max_body_bytes`."""
