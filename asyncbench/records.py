@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 ErrorKind = Literal["timeout", "connect", "http_4xx", "http_5xx", "other"]
 ERROR_KINDS: tuple[str, ...] = ("timeout", "connect", "http_4xx", "http_5xx", "other")
@@ -22,10 +22,11 @@ def error_kind(status: int) -> ErrorKind | None:
 class FetchResult:
     """The outcome of one request (after any retries).
 
-    `latency_s` runs from the first send (after any wait for the concurrency limit, which is
-    `queue_wait_s`; a new connection's set-up counts as part of the send) to the moment the last
-    attempt's body was read or it failed, backoff included. `sent_at` and `done_at` are
-    `time.perf_counter()` stamps of those two moments.
+    Three moments, as `time.perf_counter()` stamps: `intended_at`, when the request was meant
+    to go (its submission; in an open model, its place in the schedule), `sent_at`, when its
+    first attempt was sent (after any wait for the concurrency limit: `queue_wait_s` is
+    `sent_at - intended_at`), and `done_at`, when the last attempt's body was read or it failed.
+    `latency_s` is `done_at - sent_at`: a new connection's set-up and any backoff count in it.
     """
 
     ok: bool
@@ -40,9 +41,23 @@ class FetchResult:
     body: bytes | None = None
     body_bytes: int = 0  # body bytes of the last attempt, as received (compressed if it was)
     retry_after_refused_s: float | None = None  # a Retry-After not waited for: too long
+    intended_at: float = 0.0
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError when there is none or it is not JSON)."""
         if self.body is None:
             raise ValueError("no body")
         return jsonlib.loads(self.body)
+
+
+class Sink(Protocol):
+    """Where an engine puts what it measured: every request once, by one of the two methods."""
+
+    def add(self, result: FetchResult) -> None:
+        """Any request: a failure, a retried one, one measured by a coroutine."""
+        ...
+
+    def success(self, sent_at: float, done_at: float, body_bytes: int) -> None:
+        """A request that succeeded at its first attempt, with no wait for a slot other than the
+        sink knows of: the hot path of a fast engine, which builds no `FetchResult` for it."""
+        ...

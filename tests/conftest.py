@@ -257,6 +257,12 @@ class RawServer:
                         self.request = tls.wrap_socket(self.request, server_side=True)
                     except OSError:
                         return  # the client refused our certificate
+                try:
+                    self._serve()
+                except ConnectionError:
+                    pass  # the client closed or reset the connection: that is its right
+
+            def _serve(self) -> None:
                 buf = b""
                 while True:
                     while b"\r\n\r\n" not in buf:

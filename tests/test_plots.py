@@ -20,9 +20,9 @@ def _level(experiment: str, level: int, ok: int, shed: int, latency: float) -> t
     rec = LevelRecorder()
     for i in range(ok):
         lat = latency * (1 + i / max(1, ok))
-        rec.add(FetchResult(True, 200, lat, 1, None, sent_at=0.0, done_at=lat), 0.0)
+        rec.add(FetchResult(True, 200, lat, 1, None, sent_at=0.0, done_at=lat))
     for _ in range(shed):
-        rec.add(FetchResult(False, 503, 0.002, 1, "http_5xx", sent_at=0.0, done_at=0.002), 0.0)
+        rec.add(FetchResult(False, 503, 0.002, 1, "http_5xx", sent_at=0.0, done_at=0.002))
     return summarize(experiment, level, [(rec, RoundFacts(50.0, 20.0, 0.001))]), latency_quantiles([rec])
 
 

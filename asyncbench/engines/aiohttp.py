@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from asyncbench.client import AsyncHttpClient
-from asyncbench.records import FetchResult
+from asyncbench.records import FetchResult, Sink
 
 
 class AiohttpEngine:
@@ -34,12 +33,13 @@ class AiohttpEngine:
     async def fetch(self, slot: int) -> FetchResult:
         return await self.client.fetch(self.url, method=self.method, data=self.data, headers=self.headers)
 
-    async def run(self, requests: int, record: Callable[[FetchResult], None]) -> None:
-        """`requests` requests shared by `concurrency` workers, each result to `record`."""
+    async def run(self, requests: int, sink: Sink) -> None:
+        """`requests` requests shared by `concurrency` workers, each result into `sink`."""
         tickets = iter(range(requests))
+        add = sink.add
 
         async def worker() -> None:
             for _ in tickets:
-                record(await self.fetch(0))
+                add(await self.fetch(0))
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
-from asyncbench.records import FetchResult
+from asyncbench.records import FetchResult, Sink
 
 
 class Engine(Protocol):
@@ -24,6 +23,7 @@ class Engine(Protocol):
 
     async def fetch(self, slot: int) -> FetchResult: ...
 
-    async def run(self, requests: int, record: Callable[[FetchResult], None]) -> None:
-        """Send `requests` requests over all the slots (a closed loop), each result to `record`."""
+    async def run(self, requests: int, sink: Sink) -> None:
+        """Send `requests` requests over all the slots (a closed loop), each measured into
+        `sink` (by `sink.success` for a plain success, if the engine likes, else `sink.add`)."""
         ...

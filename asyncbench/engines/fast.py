@@ -21,10 +21,9 @@ import httptools
 
 from asyncbench import __version__
 from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after, result
-from asyncbench.records import FetchResult, error_kind
+from asyncbench.records import FetchResult, Sink, error_kind
 
 _perf = time.perf_counter
-_FIRST_LETTERS = frozenset(b"ctr")  # content-length, transfer-encoding, retry-after
 
 
 def build_request(url: str, method: str, headers: dict[str, str], body: bytes | None) -> bytes:
@@ -49,37 +48,66 @@ def build_request(url: str, method: str, headers: dict[str, str], body: bytes | 
     return head.encode("latin-1") + (body or b"")
 
 
+class _Head:
+    """What a response's head said, parsed again from its bytes for the rare answer that needs
+    it (a close-delimited body, a Retry-After)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.fields: dict[bytes, bytes] = {}
+        self.status: int | None = None  # set once a final (not 1xx) head is complete
+        self._parser = httptools.HttpResponseParser(self)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            pass  # what was parsed before the error is what the request saw
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if not 100 <= status < 200:
+            self.status = status
+
+    @property
+    def framed(self) -> bool:
+        """Whether the body's end is known (Content-Length, chunked) rather than the close."""
+        return b"content-length" in self.fields or b"chunked" in self.fields.get(b"transfer-encoding", b"").lower()
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: send a request, parse its response as it arrives, count its
-    body, and tell `on_done` (None, or the exception that ended the request) when it is over."""
+    body, and tell `on_done` (None, or the exception that ended the request) when it is over.
 
-    __slots__ = ("transport", "parser", "on_done", "status", "body_bytes", "retry_after", "closed",
-                 "head", "framed", "started", "keep_alive", "deadline", "sent_at")
+    The parser calls back only per body piece and at the end of the message: per-header or
+    end-of-head callbacks would cost a tenth of the client's time. The rare answers that need
+    a header (a close-delimited body, a Retry-After) parse it from the bytes of the head, kept
+    until the body starts.
+    """
 
-    def __init__(self, head: bool) -> None:
-        self.head = head  # a response to HEAD has no body, whatever its headers say
+    __slots__ = ("transport", "parser", "on_done", "status", "body_bytes", "closed", "keep_alive",
+                 "deadline", "sent_at", "chunks", "collecting")
+
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.on_done: Callable[[BaseException | None], None] | None = None  # set while a request is in flight
         self.closed = False
         self.deadline = 0.0
         self.sent_at = 0.0
-        self._reset()
-
-    def _reset(self) -> None:
-        self.status: int | None = None
+        self.chunks: list[bytes] = []  # what arrived of the response until its body started
+        self.status: int | None = None  # set when the response is complete
         self.body_bytes = 0
-        self.retry_after: bytes | None = None
-        self.framed = False  # Content-Length or chunked: the body's end is known
-        self.started = False  # some of the response has arrived
-        self.keep_alive = False  # read while the message is parsed: llhttp forgets it after
+        self.keep_alive = False
+        self.collecting = False
 
     # --- asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.started = True
+        if self.collecting:
+            self.chunks.append(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -91,47 +119,36 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.on_done is None:
             return
-        if self.status is not None and not self.framed and not self.head:
+        head = _Head(b"".join(self.chunks))
+        if head.status is not None and not head.framed and not isinstance(self, _HeadConnection):
+            self.status = head.status
             self._finish(None)  # a close-delimited body ends with the connection
-        elif self.started:
+        elif self.chunks:
             self._finish(ConnectionError("the connection closed in the middle of the response"))
         else:
             self._finish(ConnectionError(f"the server closed the connection before answering"
                                          f"{': ' + str(exc) if exc else ''}"))
 
     # --- httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name[0] | 0x20 not in _FIRST_LETTERS:  # most headers (Server, Date): one test, no copy
-            return
-        lowered = name.lower()
-        if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
-            self.framed = True
-        elif lowered == b"retry-after":
-            self.retry_after = value
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        if 100 <= self.status < 200:  # an interim response: the real one follows
-            self.status = None
-            return
-        if self.head or self.status in (204, 304):
-            self._complete()
-
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
+        self.collecting = False
 
     def on_message_complete(self) -> None:
-        if self.status is not None:
-            self._complete()
-
-    # --- the request
-    def _complete(self) -> None:
-        if self.on_done is not None:
-            self.keep_alive = self.parser.should_keep_alive()
+        parser = self.parser
+        status = parser.get_status_code()
+        if 100 <= status < 200:  # an interim response: the real one follows
+            return
+        done = self.on_done
+        if done is not None:
+            self.status = status
+            self.on_done = None
+            self.keep_alive = parser.should_keep_alive()
             if not self.keep_alive and self.transport is not None:
                 self.transport.close()  # the server will not take another request on it
-            self._finish(None)
+            done(None)
 
+    # --- the request
     def _fail(self, exc: BaseException) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -145,24 +162,27 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def send(self, request: bytes, deadline: float, on_done: Callable[[BaseException | None], None]) -> None:
+    def send(self, request: bytes, timeout: float, on_done: Callable[[BaseException | None], None]) -> None:
         """Send `request`; `on_done` is called once, when the whole response is in or the request
-        failed (the engine's sweeper fails it with TimeoutError once `deadline` has passed)."""
-        self._reset()
-        if self.head:  # llhttp would wait for the body a HEAD response announces but never sends
-            self.parser = httptools.HttpResponseParser(self)
-        self.deadline = deadline
+        failed (the engine's sweeper fails it with TimeoutError once `timeout` has passed).
+        The engine's steady state does the same inline."""
+        self.status = None
+        self.body_bytes = 0
+        self.collecting = True
+        self.chunks.clear()
         self.on_done = on_done
-        self.sent_at = _perf()
-        assert self.transport is not None
-        self.transport.write(request)
+        self.sent_at = now = _perf()
+        self.deadline = now + timeout
+        self.transport.write(request)  # type: ignore[union-attr]
 
     def outcome(self, exc: BaseException | None, timeout: float) -> Attempt:
         """What the request that just ended gave."""
         if exc is None:
             status = self.status
             assert status is not None
-            retry_after = parse_retry_after(self.retry_after) if status in (429, 503) else None
+            retry_after = None
+            if status == 429 or status == 503:
+                retry_after = parse_retry_after(_Head(b"".join(self.chunks)).fields.get(b"retry-after"))
             return Attempt(status=status, error=error_kind(status), retry_after=retry_after,
                            body_bytes=self.body_bytes)
         return _failed(exc, timeout)
@@ -175,6 +195,32 @@ class _Connection(asyncio.Protocol):
         self.on_done = None
         if self.transport is not None:
             self.transport.close()
+
+
+class _HeadConnection(_Connection):
+    """A connection for HEAD requests: the response ends with its head, whatever the head says
+    of a body (llhttp, not knowing the request, would wait for it)."""
+
+    __slots__ = ()
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        if 100 <= status < 200:
+            return
+        done = self.on_done
+        if done is not None:
+            self.status = status
+            self.on_done = None
+            self.keep_alive = parser.should_keep_alive()
+            # A fresh parser for the next response: this one expects the announced body.
+            self.parser = httptools.HttpResponseParser(self)
+            if not self.keep_alive and self.transport is not None:
+                self.transport.close()
+            done(None)
+
+    def on_message_complete(self) -> None:
+        pass  # the end of a HEAD response is the end of its head
 
 
 def _kind(exc: BaseException, kind: str) -> BaseException:
@@ -260,37 +306,34 @@ class FastEngine:
             return _failed(exc, self.timeout)
         assert self._loop is not None
         waiter: asyncio.Future[BaseException | None] = self._loop.create_future()
-        conn.send(self.request, started + time_left, waiter.set_result)
+        conn.send(self.request, time_left - (_perf() - started), waiter.set_result)
         exc = await waiter
         if exc is not None:
             self._drop(slot)
         return conn.outcome(exc, self.timeout)
 
-    async def run(self, requests: int, record: Callable[[FetchResult], None]) -> None:
-        """Send `requests` requests over the slots, each result to `record` as it completes.
+    async def run(self, requests: int, sink: Sink) -> None:
+        """Send `requests` requests over the slots, each measured into `sink` as it completes.
 
         A slot starts as a coroutine (connect, retries). Once its connection is open and
         kept alive, and there are no retries to make, the connection drives itself: each
         response, as it is parsed, is recorded and the next request written at once, with no
-        coroutine, future or timer per request — the way wrk does it. Anything else (a closed
-        connection, an error that drops it) hands the slot back to its coroutine.
+        coroutine, future, timer or record object per request — the way wrk does it. Anything
+        else (a closed connection, an error that drops it) hands the slot back to its coroutine.
         """
         self._left = requests
-        await asyncio.gather(*(self._drive(slot, record) for slot in range(len(self.slots))))
+        await asyncio.gather(*(self._drive(slot, sink) for slot in range(len(self.slots))))
 
-    def _take(self) -> bool:
-        if self._left > 0:
-            self._left -= 1
-            return True
-        return False
-
-    async def _drive(self, slot: int, record: Callable[[FetchResult], None]) -> None:
+    async def _drive(self, slot: int, sink: Sink) -> None:
         assert self._loop is not None
-        while self._take():
-            record(await self.fetch(slot))
+        add, success, request, timeout = sink.add, sink.success, self.request, self.timeout
+        while self._left > 0:
+            self._left -= 1
+            add(await self.fetch(slot))
             conn = self.slots[slot]
-            if self.policy.retries or conn is None or not conn.usable() or not self._take():
+            if self.policy.retries or conn is None or not conn.usable() or self._left <= 0:
                 continue
+            self._left -= 1
             handed_back: asyncio.Future[bool] = self._loop.create_future()
 
             def on_done(exc: BaseException | None, conn: _Connection = conn,
@@ -299,19 +342,27 @@ class FastEngine:
                 if handed_back.done():  # the run was cancelled meanwhile
                     return
                 status = conn.status
-                if exc is None and status is not None and status < 400:  # the common case, built directly
-                    record(FetchResult(True, status, now - conn.sent_at, 1, None, None, 0.0, conn.sent_at, now,
-                                       None, conn.body_bytes))
+                if exc is None and status is not None and status < 400:
+                    success(conn.sent_at, now, conn.body_bytes)
                 else:
-                    record(result(conn.outcome(exc, self.timeout), 1, conn.sent_at, now))
-                if exc is None and conn.usable() and self._take():
-                    conn.send(self.request, now + self.timeout, on_done)
+                    add(result(conn.outcome(exc, timeout), 1, conn.sent_at, now))
+                if exc is None and conn.keep_alive and not conn.closed and self._left > 0:
+                    self._left -= 1
+                    # conn.send(request, timeout, on_done), inlined: the hot path
+                    conn.status = None
+                    conn.body_bytes = 0
+                    conn.collecting = True
+                    conn.chunks.clear()
+                    conn.on_done = on_done
+                    conn.sent_at = sent = _perf()
+                    conn.deadline = sent + timeout
+                    conn.transport.write(request)  # type: ignore[union-attr]
                 else:
                     if exc is not None:
                         self._drop(slot)
                     handed_back.set_result(True)
 
-            conn.send(self.request, _perf() + self.timeout, on_done)
+            conn.send(request, timeout, on_done)
             await handed_back
 
     async def _connect(self, time_left: float) -> _Connection:
@@ -319,7 +370,7 @@ class FastEngine:
         assert loop is not None
         async with asyncio.timeout(time_left):
             _, conn = await loop.create_connection(
-                lambda: _Connection(self.head), self.host, self.port, ssl=self.ssl,
+                _HeadConnection if self.head else _Connection, self.host, self.port, ssl=self.ssl,
                 server_hostname=self.host if self.ssl else None,
             )
         return conn

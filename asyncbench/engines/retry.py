@@ -101,5 +101,5 @@ def result(attempt: Attempt, attempts: int, sent: float, done: float, refused: f
     return FetchResult(
         ok=error is None, status=attempt.status, latency_s=done - sent, attempts=attempts, error=error,
         detail=detail, queue_wait_s=queue_wait, sent_at=sent, done_at=done, body=attempt.body,
-        body_bytes=attempt.body_bytes, retry_after_refused_s=refused,
+        body_bytes=attempt.body_bytes, retry_after_refused_s=refused, intended_at=sent - queue_wait,
     )

@@ -16,7 +16,6 @@ from typing import Protocol
 from asyncbench.client import AsyncHttpClient
 from asyncbench.engines import open_engine
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
-from asyncbench.records import FetchResult
 from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
 
 _perf = time.perf_counter
@@ -59,19 +58,16 @@ async def run_round(
     rss = PeakRss()
     cpu0 = cpu_seconds()
     wall0 = _perf()
-    add = recorder.add
     workers = min(concurrency, requests)
     engine = open_engine(spec.engine, spec.url, spec.method, spec.headers, spec.data, spec.timeout,
                          spec.retries, workers, bounded, spec.insecure)
     async with engine:
-        submitted = _perf()
-
-        def record(result: FetchResult) -> None:
+        recorder.origin = _perf()
+        if bounded:
             # All requests are submitted at once: the wait for a slot ends when one is sent.
-            add(result, result.sent_at - submitted if bounded else 0.0)
-
+            recorder.submitted_at = recorder.origin
         with LoopLagMonitor() as lag:
-            await engine.run(requests, record)
+            await engine.run(requests, recorder)
     wall = _perf() - wall0
     return RoundFacts(
         peak_rss_mb=rss.peak_mb(),
