@@ -439,17 +439,28 @@ def latency_quantiles(rounds: Iterable[LevelRecorder]) -> list[tuple[float, floa
 TIE_TOLERANCE = 0.02
 
 
+def goodput_resolution(row: LevelStats) -> float:
+    """How finely a level's goodput is known, as a fraction: at least TIE_TOLERANCE, and as
+    coarse as the client's event loop was late over the level's span (a response can have
+    been seen that late). A one-burst level of a tenth of a second whose loop lagged 10 ms
+    knows its goodput to 10 %; a sustained level, to the floor."""
+    lag_share = row.loop_lag_max_s / row.elapsed_s if row.elapsed_s > 0 else 0.0
+    return max(TIE_TOLERANCE, min(lag_share, 0.5))
+
+
 def sweet_spot(rows: Sequence[LevelStats], min_success: float) -> LevelStats | None:
     """The level with the highest goodput among those with success_rate >= min_success.
 
-    Ties (goodput within TIE_TOLERANCE of the best) go to the lowest level. None when no level
-    is good enough.
+    Ties go to the lowest level: goodputs within the resolution of either measurement (see
+    `goodput_resolution`) are not told apart. None when no level is good enough.
     """
     good = [r for r in rows if r.requests and r.success_rate >= min_success]
     if not good:
         return None
-    best = max(r.goodput_rps for r in good)
-    return min((r for r in good if r.goodput_rps >= best * (1 - TIE_TOLERANCE)), key=lambda r: r.level)
+    best = max(good, key=lambda r: r.goodput_rps)
+    tied = [r for r in good
+            if r.goodput_rps >= best.goodput_rps * (1 - max(goodput_resolution(r), goodput_resolution(best)))]
+    return min(tied, key=lambda r: r.level)
 
 
 def warnings_for(row: LevelStats, min_success: float) -> list[str]:

@@ -1,4 +1,5 @@
-"""The embedded target: an aiohttp.web service that behaves like a real one under load.
+"""The embedded target: an HTTP/1.1 service (httptools on uvloop) that behaves like a real one
+under load.
 
 `capacity` requests are served at once; up to `queue` more wait for a slot; past that a
 request is shed at once with 503. Each request takes `latency` seconds (± `jitter`) of service
@@ -25,11 +26,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from aiohttp import web
+import httptools
 
 from asyncbench.system import raise_nofile_limit
 
@@ -112,102 +114,205 @@ def embed(text: str) -> list[float]:
     return [round(v / norm, 6) for v in raw]
 
 
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_MAX_BODY = 16 * 1024 * 1024  # a request body larger than this is refused (413)
+
+
+@dataclass
+class Answer:
+    """A response to write: status, body, its type and any extra header lines."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json(data: Any, status: int = 200) -> Answer:
+    return Answer(status, json.dumps(data).encode(), "application/json")
+
+
 class TargetService:
-    """The request handlers and their shared state."""
+    """The endpoints and their shared state: admission (capacity, queue), service time and
+    fault injection.
+
+    Callback-driven: a request in service is a timer, a queued one an entry in a deque — no
+    task or coroutine per request, so that the target of the lesson spends a small part of a
+    core at its capacity (it shares the machine with the load generator).
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stats = ServerStats()
-        self._slots = asyncio.Semaphore(config.capacity)
+        self._waiting: deque[tuple[Callable[[Answer], None], Answer]] = deque()
         self._bucket = _TokenBucket(config.rate_limit) if config.rate_limit > 0 else None
         self._random = random.Random(config.seed)
+        self._loop = asyncio.get_running_loop()
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/stats", self.handle_stats)
-        app.router.add_delete("/stats", self.handle_reset)
-        app.router.add_post("/embed", self.handle_embed)
-        app.router.add_route("*", r"/status/{code:\d{3}}", self.handle_status)
-        app.router.add_route("*", "/{tail:.*}", self.handle_load)
-        return app
+    def handle(self, method: str, path: str, body: bytes, answer: Callable[[Answer], None]) -> None:
+        """Route one request; `answer` is called once with its response, now or later."""
+        if path == "/stats":
+            if method == "DELETE":
+                # Keep the live gauges: requests still in the server are still in it.
+                st = self.stats
+                self.stats = ServerStats(in_flight=st.in_flight, in_service=st.in_service)
+            answer(_json(asdict(self.stats)))
+            return
+        self.stats.received += 1
+        if path == "/embed" and method == "POST":
+            try:
+                payload = json.loads(body)
+                text, ident = payload["text"], payload["id"]
+                if not isinstance(text, str):
+                    raise TypeError("text must be a string")
+            except (ValueError, KeyError, TypeError) as exc:
+                self.stats.bad_requests += 1
+                answer(_json({"error": f"malformed request: {exc}"}, 400))
+                return
+            self._admit(answer, _json({"id": ident, "embedding": embed(text)}))
+            return
+        if path.startswith("/status/") and len(path) == 11 and path[8:].isdigit():
+            code = int(path[8:])
+            if not 200 <= code <= 599:
+                answer(Answer(400, f"status {code} out of range\n".encode()))
+            else:
+                answer(Answer(code, f"status {code}\n".encode()))
+            return
+        self._admit(answer, Answer(200, _OK_BODY))
 
-    async def _serve(self) -> web.Response | None:
-        """Admission, service time and fault injection shared by every load endpoint.
-
-        Returns an error response, or None when the request was served and may be answered.
-        """
+    def _admit(self, answer: Callable[[Answer], None], served: Answer) -> None:
+        """Rate limit, shed past capacity + queue, else serve now or queue for a slot."""
         cfg, st = self.config, self.stats
         if self._bucket is not None:
             wait = self._bucket.take()
             if wait > 0:
                 st.rate_limited += 1
-                return web.Response(
-                    status=429,
-                    text="rate limited\n",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
+                answer(Answer(429, b"rate limited\n", headers=(("Retry-After", str(max(1, math.ceil(wait)))),)))
+                return
         if st.in_flight >= cfg.capacity + cfg.queue:
             st.shed += 1
-            return web.Response(status=503, text="overloaded\n", headers={"Retry-After": "1"})
+            answer(Answer(503, b"overloaded\n", headers=(("Retry-After", "1"),)))
+            return
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
-        try:
-            async with self._slots:
-                st.in_service += 1
-                st.peak_in_service = max(st.peak_in_service, st.in_service)
-                try:
-                    service = cfg.latency
-                    if cfg.jitter:
-                        service = max(0.0, service + self._random.uniform(-cfg.jitter, cfg.jitter))
-                    if service > 0:
-                        await asyncio.sleep(service)
-                finally:
-                    st.in_service -= 1
-        finally:
-            st.in_flight -= 1
-        if cfg.error_rate and self._random.random() < cfg.error_rate:
+        if st.in_service < cfg.capacity:
+            self._start(answer, served)
+        else:
+            self._waiting.append((answer, served))
+
+    def _start(self, answer: Callable[[Answer], None], served: Answer) -> None:
+        cfg, st = self.config, self.stats
+        st.in_service += 1
+        st.peak_in_service = max(st.peak_in_service, st.in_service)
+        service = cfg.latency
+        if cfg.jitter:
+            service = max(0.0, service + self._random.uniform(-cfg.jitter, cfg.jitter))
+        if service > 0:
+            self._loop.call_later(service, self._finish, answer, served)
+        else:
+            self._finish(answer, served)
+
+    def _finish(self, answer: Callable[[Answer], None], served: Answer) -> None:
+        st = self.stats
+        st.in_service -= 1
+        st.in_flight -= 1
+        if self._waiting:  # the freed slot goes to the longest waiting request
+            next_answer, next_served = self._waiting.popleft()
+            self._start(next_answer, next_served)
+        if self.config.error_rate and self._random.random() < self.config.error_rate:
             st.errors += 1
-            return web.Response(status=500, text="injected fault\n")
+            answer(Answer(500, b"injected fault\n"))
+            return
         st.served += 1
-        return None
+        answer(served)
 
-    async def handle_load(self, request: web.Request) -> web.Response:
-        self.stats.received += 1
-        if request.can_read_body:
-            await request.read()
-        failure = await self._serve()
-        return failure or web.Response(body=_OK_BODY, content_type="text/plain")
 
-    async def handle_embed(self, request: web.Request) -> web.Response:
-        self.stats.received += 1
+class _HttpConnection(asyncio.Protocol):
+    """HTTP/1.1 on one connection (httptools): keep-alive, requests answered one at a time in
+    the order they came (pipelining), HEAD answered without its body."""
+
+    def __init__(self, service: TargetService) -> None:
+        self.service = service
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.pending: deque[tuple[str, str, bytes, bool]] = deque()
+        self.busy = False
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+    def data_received(self, data: bytes) -> None:
         try:
-            payload = json.loads(await request.read())
-            text = payload["text"]
-            ident = payload["id"]
-            if not isinstance(text, str):
-                raise TypeError("text must be a string")
-        except (ValueError, KeyError, TypeError) as exc:
-            self.stats.bad_requests += 1
-            return web.json_response({"error": f"malformed request: {exc}"}, status=400)
-        failure = await self._serve()
-        return failure or web.json_response({"id": ident, "embedding": embed(text)})
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(Answer(400, b"protocol upgrades are not supported\n"))
+        except httptools.HttpParserError as exc:
+            self._refuse(Answer(400, f"malformed request: {exc}\n".encode()))
 
-    async def handle_status(self, request: web.Request) -> web.Response:
-        """Answer the status code in the path at once, like httpbin's /status/{code}."""
-        self.stats.received += 1
-        code = int(request.match_info["code"])
-        if not 200 <= code <= 599:
-            return web.Response(status=400, text=f"status {code} out of range\n")
-        return web.Response(status=code, text=f"status {code}\n")
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+        self.body_size = 0
 
-    async def handle_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(asdict(self.stats))
+    def on_url(self, url: bytes) -> None:
+        self.url += url
 
-    async def handle_reset(self, request: web.Request) -> web.Response:
-        # Keep the live gauges: requests still in the server are still in it.
-        in_flight, in_service = self.stats.in_flight, self.stats.in_service
-        self.stats = ServerStats(in_flight=in_flight, in_service=in_service)
-        return web.json_response(asdict(self.stats))
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size <= _MAX_BODY:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.body_size > _MAX_BODY:
+            self._refuse(Answer(413, b"request body too large\n"))
+            return
+        method = self.parser.get_method().decode("latin-1")
+        path = httptools.parse_url(self.url).path.decode("latin-1") if self.url else "/"
+        self.pending.append((method, path, b"".join(self.body), self.parser.should_keep_alive()))
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        if self.closed or not self.pending:
+            return
+        self.busy = True
+        method, path, body, keep_alive = self.pending.popleft()
+        self.service.handle(method, path, body, lambda answer: self._write(answer, method == "HEAD", keep_alive))
+
+    def _write(self, answer: Answer, head: bool, keep_alive: bool) -> None:
+        self.busy = False
+        if self.closed or self.transport is None:
+            return
+        body = answer.body
+        lines = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Status')}", "Server: asyncbench"]
+        if answer.status in (204, 304):
+            body = b""  # these carry no body, and a 204 not even its length (RFC 9110, 6.4.1)
+        else:
+            lines += [f"Content-Type: {answer.content_type}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in answer.headers]
+        if not keep_alive:
+            lines.append("Connection: close")
+        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.transport.write(head_bytes if head else head_bytes + body)
+        if keep_alive:
+            self._next()
+        else:
+            self.transport.close()
+
+    def _refuse(self, answer: Answer) -> None:
+        """Answer a request that cannot be read, and close: the stream cannot be trusted."""
+        self.pending.clear()
+        self.busy = True  # nothing more is served on this connection
+        if self.transport is not None and not self.closed:
+            self._write(answer, False, False)
 
 
 async def serve(
@@ -224,20 +329,18 @@ async def serve(
     if threading.current_thread() is threading.main_thread() and sys.platform != "win32":
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(TargetService(config).app(), access_log=None, handle_signals=False)
-    await runner.setup()
+    service = TargetService(config)
     # A deep accept backlog, so a burst of thousands of connections reaches the application
     # (and its capacity/queue policy) instead of stalling in the kernel's SYN queue.
-    site = web.TCPSite(runner, config.host, config.port, backlog=4096, reuse_address=True)
+    server = await loop.create_server(lambda: _HttpConnection(service), config.host, config.port,
+                                      backlog=4096, reuse_address=True)
     try:
-        await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        host, port = sock.getsockname()[:2]
+        host, port = server.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{port}")
         await stop.wait()
     finally:
-        await runner.cleanup()
+        server.close()
 
 
 def run_on_best_loop(coro: Any) -> Any:

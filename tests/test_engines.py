@@ -109,6 +109,54 @@ def test_a_close_delimited_body_and_connection_close_reconnect(engine, raw_serve
     assert server.connections == 4
 
 
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 100\r\n\r\nonly part of it",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Le",
+])
+def test_a_body_cut_short_by_the_close_is_an_error_not_a_success(engine, answer, raw_server):
+    server = raw_server(lambda n, head, sock: sock.sendall(answer) or False)
+    [r] = fetch_all(engine, server.url)
+    assert not r.ok and r.error in ("connect", "other"), r
+
+
+def test_the_steady_state_records_what_single_requests_record(engine, raw_server):
+    # `run` (the path the CLI takes: a connection that drives itself) against the same answers
+    # `fetch` gets: a kept connection, a close-delimited one, errors.
+    answers = [http_response(200, b"hello"), http_response(503, b"busy"), http_response(200, b"again"),
+               b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-delimited"]
+
+    def respond(n: int, head: bytes, sock) -> bool:
+        answer = answers[n % len(answers)]
+        sock.sendall(answer)
+        return b"Connection: close" not in answer
+
+    server = raw_server(respond)
+
+    class Sink:
+        def __init__(self) -> None:
+            self.seen: list[tuple[bool, int | None, int]] = []
+
+        def add(self, r) -> None:
+            self.seen.append((r.ok, r.status, r.body_bytes))
+
+        def success(self, sent_at: float, done_at: float, body_bytes: int) -> None:
+            assert done_at >= sent_at
+            self.seen.append((True, None, body_bytes))
+
+    async def run() -> Sink:
+        sink = Sink()
+        async with open_engine(engine, server.url, "GET", {}, None, 5.0, 0, 1, True, False) as e:
+            await e.run(12, sink)
+        return sink
+
+    seen = asyncio.run(run()).seen
+    # A plain success may be recorded without its status: compare what every engine records.
+    assert [(ok, body) for ok, _, body in seen] == [(True, 5), (False, 4), (True, 5), (True, 15)] * 3
+    assert [status for ok, status, _ in seen if not ok] == [503] * 3
+    assert server.requests == 12 and server.connections == 3
+
+
 @pytest.mark.parametrize(("path", "method"), [("", "HEAD"), ("status/204", "GET"), ("status/304", "GET")])
 def test_head_204_and_304_have_no_body(engine, path, method, start_server):
     url = start_server(latency=0.0) + "/" + path

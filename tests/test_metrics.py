@@ -96,10 +96,10 @@ def test_client_saturation_is_flagged():
     assert any("the client was the limit" in n for n in warnings_for(row, 0.99))
 
 
-def _row(level: int, goodput: float, success: float):
+def _row(level: int, goodput: float, success: float, lag: float = 0.0):
     rec = LevelRecorder()
     rec.add(_result(True, 0.1, 0.0))
-    row = summarize("semaphore", level, [(rec, RoundFacts(1.0, 1.0, 0.0))])
+    row = summarize("semaphore", level, [(rec, RoundFacts(1.0, 1.0, lag))])
     row.goodput_rps, row.success_rate = goodput, success
     return row
 
@@ -113,6 +113,9 @@ def test_sweet_spot_is_best_goodput_above_the_floor_ties_to_lowest():
     # Within 2 % is a tie (noise): the lower level wins; beyond it, the higher goodput does.
     assert sweet_spot([_row(100, 1657, 1.0), _row(200, 1670, 1.0)], 0.99).level == 100
     assert sweet_spot([_row(100, 1600, 1.0), _row(200, 1670, 1.0)], 0.99).level == 200
+    # A level measured coarsely (its loop 10 ms late over its 0.1 s) is known to 10 %: 4 % is a tie.
+    assert sweet_spot([_row(100, 1600, 1.0), _row(200, 1670, 1.0, lag=0.01)], 0.99).level == 100
+    assert sweet_spot([_row(100, 1400, 1.0), _row(200, 1670, 1.0, lag=0.01)], 0.99).level == 200
 
 
 def test_shards_merge_exactly_and_survive_serialization():
