@@ -248,7 +248,7 @@ def trap(
     settings = {"levels": level_list, "requests_per_level": requests_per_level, "rounds": rounds, "cooldown_s": cooldown}
     from asyncbench.runner import run_load
 
-    run_load("trap", url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
+    run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
              level_list, run, loop)
 
 
@@ -299,7 +299,7 @@ def semaphore(
     settings = {"limits": limit_list, "requests": requests, "rounds": rounds, "cooldown_s": cooldown}
     from asyncbench.runner import run_load
 
-    run_load("semaphore", url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
+    run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
              limit_list, run, loop)
 
 

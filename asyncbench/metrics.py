@@ -463,10 +463,11 @@ def sweet_spot(rows: Sequence[LevelStats], min_success: float) -> LevelStats | N
     return min(tied, key=lambda r: r.level)
 
 
-def warnings_for(row: LevelStats, min_success: float) -> list[str]:
-    """What a careful reader should know about one level, each naming what to change."""
+def warnings_for(row: LevelStats, min_success: float, step: str = "level") -> list[str]:
+    """What a careful reader should know about one level (`step` names it: "limit 100"),
+    each naming what to change."""
     notes: list[str] = []
-    what = f"{'limit' if row.experiment == 'semaphore' else 'level'} {row.level}"
+    what = f"{step} {row.level}"
     if row.requests and row.errors_connect == row.requests:
         notes.append(
             f"{what}: every request failed to connect ({row.errors_connect:,}): the target went away "

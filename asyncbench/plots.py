@@ -82,13 +82,12 @@ def _set_log(axis: Any, lo: float, hi: float) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _level_axis(ax: Axes, levels: Sequence[float], experiment: str) -> None:
+def _level_axis(ax: Axes, levels: Sequence[float], label: str) -> None:
     ax.set_xscale("log")
     lo, hi = min(levels), max(levels)
     ax.set_xlim(lo / 1.5, hi * 1.5)
     _set_log(ax.xaxis, lo, hi)
-    ax.set_xlabel("semaphore limit (requests in flight)" if experiment == "semaphore"
-                  else "concurrency (simultaneous requests)")
+    ax.set_xlabel(label)
 
 
 def _log_y(ax: Axes) -> None:
@@ -152,7 +151,7 @@ def _sweet(ax: Axes, run: Run) -> None:
     _mark_sweet(ax, sweet_level(run), reliable=reliable)
 
 
-def throughput_chart(run: Run, out_dir: Path) -> Path:
+def throughput_chart(run: Run, out_dir: Path, axis_label: str) -> Path:
     """Throughput (every outcome) and goodput (successes) against the level."""
     df = run.frame
     fig, ax = plt.subplots()
@@ -160,7 +159,7 @@ def throughput_chart(run: Run, out_dir: Path) -> Path:
     ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
     _mark_client_limited(ax, df, df["throughput_rps"])
     _sweet(ax, run)
-    _level_axis(ax, df["level"], run.experiment)
+    _level_axis(ax, df["level"], axis_label)
     ax.set_ylabel("requests per second")
     ax.set_ylim(bottom=0)
     _plain_y(ax)
@@ -169,7 +168,7 @@ def throughput_chart(run: Run, out_dir: Path) -> Path:
     return _save(fig, out_dir, f"{run.stem}-throughput")
 
 
-def latency_chart(run: Run, out_dir: Path) -> Path:
+def latency_chart(run: Run, out_dir: Path, axis_label: str, queue_wait: bool) -> Path:
     """Latency percentiles (and, for the semaphore, the wait for a slot) against the level."""
     df = run.frame
     fig, ax = plt.subplots()
@@ -179,12 +178,12 @@ def latency_chart(run: Run, out_dir: Path) -> Path:
         ("latency_p99_s", "p99", VERMILLION, "^"),
     ):
         ax.plot(df["level"], df[col] * 1000, marker=marker, color=color, label=label)
-    if run.experiment == "semaphore" and "queue_wait_mean_s" in df:
+    if queue_wait and "queue_wait_mean_s" in df:
         ax.plot(df["level"], df["queue_wait_mean_s"] * 1000, marker="D", color=PURPLE, linestyle="--",
                 label="mean wait for a slot (client side)")
     _mark_client_limited(ax, df, df["latency_p50_s"] * 1000)
     _sweet(ax, run)
-    _level_axis(ax, df["level"], run.experiment)
+    _level_axis(ax, df["level"], axis_label)
     ax.set_ylabel("latency (ms)")
     _log_y(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
@@ -192,7 +191,7 @@ def latency_chart(run: Run, out_dir: Path) -> Path:
     return _save(fig, out_dir, f"{run.stem}-latency")
 
 
-def success_chart(run: Run, out_dir: Path, min_success: float) -> Path:
+def success_chart(run: Run, out_dir: Path, min_success: float, axis_label: str) -> Path:
     """Success rate against the level, with the --min-success floor."""
     df = run.frame
     fig, ax = plt.subplots()
@@ -201,7 +200,7 @@ def success_chart(run: Run, out_dir: Path, min_success: float) -> Path:
                label=f"--min-success ({min_success * 100:g} %)")
     _mark_client_limited(ax, df, df["success_rate"] * 100)
     _sweet(ax, run)
-    _level_axis(ax, df["level"], run.experiment)
+    _level_axis(ax, df["level"], axis_label)
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
     ax.legend(loc="lower left")
@@ -209,7 +208,7 @@ def success_chart(run: Run, out_dir: Path, min_success: float) -> Path:
     return _save(fig, out_dir, f"{run.stem}-success")
 
 
-def distribution_chart(run: Run, out_dir: Path) -> Path | None:
+def distribution_chart(run: Run, out_dir: Path, step: str = "level") -> Path | None:
     """Latency by percentile, one curve per level (from the -latency.csv); None without it."""
     lat = run.latency
     if lat is None or lat.empty:
@@ -234,22 +233,20 @@ def distribution_chart(run: Run, out_dir: Path) -> Path | None:
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency (ms)")
     _log_y(ax)
-    ax.legend(title="limit" if run.experiment == "semaphore" else "level", loc="upper left",
+    ax.legend(title=step, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), fontsize=8)
     _title(fig, "Latency distribution by level", run)
     return _save(fig, out_dir, f"{run.stem}-distribution")
 
 
-def run_charts(run: Run, out_dir: Path, min_success: float | None = None) -> list[Path]:
-    """Every chart of one run."""
-    if run.experiment == "pipeline":
-        return pipeline_charts(run, out_dir)
-    if run.experiment == "threads":
-        return [threads_timeline(run, out_dir)]
+def load_charts(run: Run, out_dir: Path, min_success: float | None, axis_label: str, step: str,
+                queue_wait: bool) -> list[Path]:
+    """Every chart of a load sweep: throughput, latency, success, and the distribution."""
     floor = min_success if min_success is not None else float(
         run.meta.get("config", {}).get("min_success", 0.99))
-    paths = [throughput_chart(run, out_dir), latency_chart(run, out_dir), success_chart(run, out_dir, floor)]
-    dist = distribution_chart(run, out_dir)
+    paths = [throughput_chart(run, out_dir, axis_label), latency_chart(run, out_dir, axis_label, queue_wait),
+             success_chart(run, out_dir, floor, axis_label)]
+    dist = distribution_chart(run, out_dir, step)
     return paths + ([dist] if dist else [])
 
 
@@ -401,7 +398,7 @@ def _overlay_line(ax: Axes, x: Any, y: Any, measured: Sequence[float], color: st
                 linewidth=1.0 if skipped else 1.5, alpha=0.6 if skipped else 1.0)
 
 
-def overlay_charts(runs: Sequence[Run], out_dir: Path) -> list[Path]:
+def overlay_charts(runs: Sequence[Run], out_dir: Path, axis_label: str) -> list[Path]:
     """With --all: every run of one experiment on the same axes (before/after a change)."""
     experiment = runs[0].experiment
     name = f"{experiment}-all"
@@ -416,7 +413,7 @@ def overlay_charts(runs: Sequence[Run], out_dir: Path) -> list[Path]:
         for i, run in enumerate(runs):
             _overlay_line(ax, run.frame["level"], run.frame[col] * scale, measured, CYCLE[i % len(CYCLE)],
                           MARKERS[i % len(MARKERS)], f"{run.stem} — {target_label(run.meta)}")
-        _level_axis(ax, [lv for r in runs for lv in r.frame["level"]], experiment)
+        _level_axis(ax, [lv for r in runs for lv in r.frame["level"]], axis_label)
         ax.set_ylabel(label)
         if chart == "latency":
             _log_y(ax)

@@ -163,23 +163,22 @@ def _table(title: str, keys: int = 1) -> FitTable:
     return FitTable(title, keys)
 
 
-def level_line(r: LevelStats) -> str:
+def level_line(r: LevelStats, step: str = "level") -> str:
     """One finished level as a line: for logs and output that is not a terminal."""
-    what = "limit" if r.experiment == "semaphore" else "level"
     return (
-        f"{what} {r.level:,} done: {fmt_rate(r.throughput_rps)} req/s, goodput "
+        f"{step} {r.level:,} done: {fmt_rate(r.throughput_rps)} req/s, goodput "
         f"{fmt_rate(r.goodput_rps)} req/s, p50 {fmt_ms(r.latency_p50_s)} ms, "
         f"{fmt_pct(r.success_rate)} % ok"
     )
 
 
 def level_table(
-    rows: Sequence[LevelStats], sweet: LevelStats | None, title: str, show_queue_wait: bool
+    rows: Sequence[LevelStats], sweet: LevelStats | None, title: str, step: str = "level",
+    show_queue_wait: bool = False,
 ) -> FitTable:
     """Little's-law table: λ throughput, goodput, W mean latency, L = λW, L/level, p50/p99."""
     table = _table(title)
-    level_name = "limit" if show_queue_wait else "level"
-    table.add_column(level_name, justify="right")
+    table.add_column(step, justify="right")
     for header in ("λ\nreq/s", "goodput\nreq/s", "W mean\nms", "L=λW", "L /\nlevel"):
         table.add_column(header, justify="right")
     if show_queue_wait:
@@ -211,10 +210,11 @@ def level_table(
 
 
 def verdict(
-    rows: Sequence[LevelStats], sweet: LevelStats | None, experiment: str, min_success: float
+    rows: Sequence[LevelStats], sweet: LevelStats | None, what: str, min_success: float,
+    collapses: bool = False,
 ) -> Text:
-    """One line: the sweet spot, or why there is none; and for the trap, where it collapsed."""
-    what = "limit" if experiment == "semaphore" else "concurrency"
+    """One line: the sweet spot (`what` names the axis: "concurrency 100"), or why there is
+    none; and, for an experiment whose goodput `collapses` (the trap), where it did."""
     if not rows:
         return Text("no level finished: nothing to conclude")
     if sweet is None:
@@ -242,7 +242,7 @@ def verdict(
             style="bold yellow",
         )
     above = [r for r in rows if r.level > sweet.level and r.success_rate < min_success]
-    if experiment == "trap" and above:
+    if collapses and above:
         worst = min(above, key=lambda r: r.success_rate)
         line.append(
             f"\nabove it the trap springs: success fell to {fmt_pct(worst.success_rate)} % "

@@ -12,10 +12,10 @@ import json
 import os
 import platform
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from asyncbench import __version__, signals
 from asyncbench.errors import AsyncbenchError, Interrupted, OutputError
@@ -197,20 +197,11 @@ def run_metadata(experiment: str, argv: Sequence[str], target: str, **extra: Any
 # A results file is a few kB per level; anything this large is not one (or is a device).
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 
-LOAD_REQUIRED = (
-    "experiment", "level", "requests", "success_rate", "throughput_rps", "goodput_rps",
-    "latency_p50_s", "latency_p90_s", "latency_p99_s",
-)
-PIPELINE_REQUIRED = (
-    "experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
-    "throughput_cps", "peak_traced_mb", "peak_rss_mb",
-)
-THREADS_REQUIRED = ("experiment", "phase", "task_id", "thread_name", "start_s", "end_s")
-# Columns a CSV must have to be charted, and the order its rows are charted in.
-REQUIRED = {"trap": LOAD_REQUIRED, "semaphore": LOAD_REQUIRED, "pipeline": PIPELINE_REQUIRED,
-            "threads": THREADS_REQUIRED}
-SORT_BY = {"trap": ["level"], "semaphore": ["level"], "pipeline": ["input_mb", "batch_size", "concurrency"],
-           "threads": []}
+class Schema(Protocol):
+    """What reading a results file needs to know of its experiment."""
+
+    required: tuple[str, ...]  # columns it must have to be charted
+    sort_by: tuple[str, ...]  # the order its rows are charted in
 
 
 class Run:
@@ -229,8 +220,9 @@ class Run:
         return str(self.meta.get("started_at") or self.stem.split("-", 1)[-1])
 
 
-def read_run(csv_path: Path) -> Run:
-    """Read a run's CSV (and its sidecars); OutputError naming the file when it is not one."""
+def read_run(csv_path: Path, schemas: Mapping[str, Schema]) -> Run:
+    """Read a run's CSV (and its sidecars) of one of the experiments `schemas` names;
+    OutputError naming the file when it is not one."""
     import pandas as pd
 
     meta = _read_sidecar(csv_path.with_suffix(".json"))
@@ -247,19 +239,20 @@ def read_run(csv_path: Path) -> Run:
     if "experiment" not in frame.columns or frame.empty:
         raise OutputError(f"{csv_path}: not an asyncbench result (no experiment column, or no rows)")
     experiments = set(frame["experiment"].astype(str))
-    if len(experiments) != 1 or not experiments <= set(REQUIRED):
+    if len(experiments) != 1 or not experiments <= set(schemas):
         raise OutputError(f"{csv_path}: not an asyncbench result (experiment {sorted(experiments)})")
     experiment = experiments.pop()
-    missing = [c for c in REQUIRED[experiment] if c not in frame.columns]
+    schema = schemas[experiment]
+    missing = [c for c in schema.required if c not in frame.columns]
     if missing:
         raise OutputError(f"{csv_path}: not an asyncbench {experiment} result (no {', '.join(missing)})")
-    numeric = [c for c in REQUIRED[experiment] if c not in ("experiment", "phase", "thread_name")]
+    numeric = [c for c in schema.required if c not in ("experiment", "phase", "thread_name")]
     try:
         frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="raise")
     except (ValueError, TypeError):
         raise OutputError(f"{csv_path}: non-numeric values in its measurements") from None
-    if SORT_BY[experiment]:
-        frame = frame.sort_values(SORT_BY[experiment]).reset_index(drop=True)
+    if schema.sort_by:
+        frame = frame.sort_values(list(schema.sort_by)).reset_index(drop=True)
     latency = None
     latency_path = csv_path.with_name(csv_path.stem + "-latency.csv")
     if latency_path.exists():
@@ -285,8 +278,8 @@ def _read_sidecar(json_path: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def find_runs(results_dir: Path) -> tuple[list[Run], list[str]]:
-    """Every load run in a folder, oldest first, and a warning for each file skipped."""
+def find_runs(results_dir: Path, schemas: Mapping[str, Schema]) -> tuple[list[Run], list[str]]:
+    """Every run in a folder, oldest first, and a warning for each file skipped."""
     if not results_dir.is_dir():
         raise OutputError(f"results folder {str(results_dir)!r} does not exist")
     runs: list[Run] = []
@@ -295,7 +288,7 @@ def find_runs(results_dir: Path) -> tuple[list[Run], list[str]]:
         if path.stem.endswith("-latency"):
             continue
         try:
-            runs.append(read_run(path))
+            runs.append(read_run(path, schemas))
         except OutputError as exc:
             skipped.append(f"skipped {exc}")
     runs.sort(key=lambda r: (r.started, r.stem))

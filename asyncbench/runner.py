@@ -25,6 +25,7 @@ from asyncbench.redact import redact_header, redact_text, redact_url
 from asyncbench.results import ResultsWriter, run_metadata
 
 if TYPE_CHECKING:
+    from asyncbench.experiments.descriptor import Experiment
     from asyncbench.experiments.load import LevelResult, RequestSpec
     from asyncbench.metrics import LevelRecorder
     from asyncbench.server import ServerConfig
@@ -168,8 +169,7 @@ def finish(console: Any, writer: ResultsWriter, extra_files: list[Path], plots_d
         files += [str(f) for f in extra_files]
     console.print("results: " + "\n         ".join(files), soft_wrap=True)
     if plots_dir is not None and any_rows:
-        from asyncbench.plots import run_charts
-        from asyncbench.results import read_run
+        from asyncbench.experiments import read_run, run_charts
 
         charts = run_charts(read_run(writer.csv_path), plots_dir, min_success)
         if charts:
@@ -188,6 +188,7 @@ class LoadEvents:
     """Wires an experiment's level events to the results writer and the progress display."""
 
     def __init__(self, writer: ResultsWriter, progress: Any, what: str, total_levels: int) -> None:
+        # `what` names one step, as the experiment declares it ("level", "limit")
         self.writer = writer
         self.progress = progress
         self.what = what
@@ -205,12 +206,12 @@ class LoadEvents:
         self.writer.write_metadata(levels_completed=len(self.rows))
         if self.progress is None:
             # Not a terminal: one line per finished level, on stderr, for logs and pipes.
-            print(f"asyncbench: {report.level_line(result.stats)} "
+            print(f"asyncbench: {report.level_line(result.stats, self.what)} "
                   f"({len(self.rows)} of {self.total_levels} {self.what}s)", file=sys.stderr, flush=True)
 
 
 def run_load(
-    experiment: str,
+    experiment: Experiment,
     url: str | None,
     spec: RequestSpec,
     server: ServerConfig,
@@ -227,7 +228,7 @@ def run_load(
 
     prepare(url, outputs)
     console = report.make_console()
-    what = "limit" if experiment == "semaphore" else "level"
+    what = experiment.step
     nofile = raise_nofile_limit()
     if levels[-1] + 64 > nofile:
         console.print(
@@ -249,16 +250,16 @@ def run_load(
             "loop": loop,
             "insecure": spec.insecure,
         }
-        metadata = _metadata(experiment, url, target_url, server, config, detail, engine=spec.engine,
+        metadata = _metadata(experiment.name, url, target_url, server, config, detail, engine=spec.engine,
                              levels_completed=0)
-        with ResultsWriter(outputs.results_dir, experiment, LevelStats.columns(), metadata, datetime.now(),
+        with ResultsWriter(outputs.results_dir, experiment.name, LevelStats.columns(), metadata, datetime.now(),
                            latency_file=True) as writer:
             progress = report.SweepProgress(console) if console.is_terminal else None
             events = LoadEvents(writer, progress, what, len(levels))
             interrupted = run_steps(progress, run(spec, events), loop)
             rows = events.rows
             sweet = metrics.sweet_spot(rows, min_success)
-            notes = [n for r in rows for n in metrics.warnings_for(r, min_success)]
+            notes = [n for r in rows for n in metrics.warnings_for(r, min_success, what)]
             writer.write_metadata(
                 status="interrupted" if interrupted else "complete",
                 finished_at=datetime.now().isoformat(timespec="seconds"),
@@ -273,11 +274,11 @@ def run_load(
                 warnings=notes,
             )
             title = (
-                f"{experiment}: {'embedded server' if url is None else redact_url(target_url)} — "
+                f"{experiment.name}: {'embedded server' if url is None else redact_url(target_url)} — "
                 f"{'interrupted, ' if interrupted else ''}{len(rows)} {what}{'s' if len(rows) != 1 else ''}"
             )
-            console.print(report.level_table(rows, sweet, title, show_queue_wait=experiment == "semaphore"))
-            console.print(report.verdict(rows, sweet, experiment, min_success))
+            console.print(report.level_table(rows, sweet, title, what, experiment.queue_wait))
+            console.print(report.verdict(rows, sweet, experiment.verdict_word, min_success, experiment.collapses))
             block = report.warnings_block(notes)
             if block is not None:
                 console.print(block)
@@ -361,9 +362,9 @@ def run_pipeline(url: str | None, server: ServerConfig, outputs: Outputs, req: P
             "retries": req.retries, "timeout_s": req.timeout, "cooldown_s": req.cooldown, "loop": loop,
             "headers": [redact_header(f"{k}: {v}") for k, v in req.headers.items()],
         }
-        metadata = _metadata("pipeline", url, endpoint, server, config, detail, pairs_completed=0)
+        metadata = _metadata(experiment.EXPERIMENT.name, url, endpoint, server, config, detail, pairs_completed=0)
         columns = [f.name for f in fields(experiment.PairResult)]
-        with ResultsWriter(outputs.results_dir, "pipeline", columns, metadata, datetime.now()) as writer:
+        with ResultsWriter(outputs.results_dir, experiment.EXPERIMENT.name, columns, metadata, datetime.now()) as writer:
             output_for = {}
             for _, size in inputs:
                 for b in req.batch_sizes:
@@ -420,11 +421,11 @@ def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: 
         detail = preflight_or_fail(RequestSpec(url=target_url, timeout=timeout))
         config = {"tasks": tasks, "sleep_s": sleep, "timeout_s": timeout,
                   "to_thread_workers": tasks, "default_executor_workers": experiment.default_pool_size()}
-        metadata = _metadata("threads", url, target_url, server, config, detail)
+        metadata = _metadata(experiment.EXPERIMENT.name, url, target_url, server, config, detail)
         columns = [f.name for f in fields(experiment.TaskRecord)]
         summaries: list[metrics.PhaseSummary] = []
         coroutine_threads: set[str] = set()
-        with ResultsWriter(outputs.results_dir, "threads", columns, metadata, datetime.now()) as writer:
+        with ResultsWriter(outputs.results_dir, experiment.EXPERIMENT.name, columns, metadata, datetime.now()) as writer:
 
             def on_phase(phase: Any) -> None:
                 for record in phase.records:
@@ -460,15 +461,19 @@ def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: 
 
 def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     """Every chart for a folder: the newest run of each experiment, overlays, the comparison."""
+    from asyncbench.experiments import registry, run_charts
+    from asyncbench.experiments import semaphore as semaphore_lab
+    from asyncbench.experiments import trap as trap_lab
     from asyncbench.results import find_runs
 
-    runs, skipped = find_runs(results_dir)
+    experiments = registry()
+    runs, skipped = find_runs(results_dir, experiments)
     for note in skipped:
         print(f"asyncbench: warning: {note}", file=sys.stderr)
     if not runs:
         raise OutputError(f"no asyncbench results to plot in {str(results_dir)!r}")
     check_output_dir(out, "--out")
-    from asyncbench.plots import comparison_chart, overlay_charts, run_charts
+    from asyncbench.plots import comparison_chart, overlay_charts
 
     console = report.make_console()
     newest: dict[str, Any] = {}
@@ -477,18 +482,21 @@ def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
         newest[run.experiment] = run
         by_experiment.setdefault(run.experiment, []).append(run)
     written: list[Path] = []
-    for experiment, run in newest.items():
+    for name, run in newest.items():
         written += run_charts(run, out)
-        if all_runs and experiment in ("trap", "semaphore") and len(by_experiment[experiment]) > 1:
-            written += overlay_charts(by_experiment[experiment], out)
-    if "trap" in newest and "semaphore" in newest:
-        trap_run, sem_run = newest["trap"], newest["semaphore"]
-        name = f"trap-vs-semaphore-{sem_run.stem.removeprefix('semaphore-')}"
+        experiment = experiments[name]
+        if all_runs and experiment.load_sweep and len(by_experiment[name]) > 1:
+            written += overlay_charts(by_experiment[name], out, experiment.axis_label)
+    # The lab's comparison: the same load all at once (Lab 2.2) and through a semaphore (Lab 2.3).
+    trap_name, sem_name = trap_lab.EXPERIMENT.name, semaphore_lab.EXPERIMENT.name
+    if trap_name in newest and sem_name in newest:
+        trap_run, sem_run = newest[trap_name], newest[sem_name]
+        name = f"{trap_name}-vs-{sem_name}-{sem_run.stem.removeprefix(sem_name + '-')}"
         written.append(comparison_chart(trap_run, sem_run, out, name))
         console.print(report.comparison_table(trap_run.frame, sem_run.frame))
     used = ", ".join(f"{r.stem}" for r in newest.values())
-    overlaid = sum(len(by_experiment.get(e, [])) for e in ("trap", "semaphore"))
-    console.print(f"charted {used}" + (f" and overlaid {overlaid} trap/semaphore runs" if all_runs else ""))
+    overlaid = sum(len(runs) for name, runs in by_experiment.items() if experiments[name].load_sweep)
+    console.print(f"charted {used}" + (f" and overlaid {overlaid} load runs" if all_runs else ""))
     console.print(f"wrote {len(written)} charts:")
     for path in written:
         console.print(f"  {path}", soft_wrap=True)

@@ -10,8 +10,9 @@ import pytest
 from conftest import run_cli
 
 from asyncbench.client import FetchResult
+from asyncbench.experiments import read_run, run_charts
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
-from asyncbench.results import ResultsWriter, read_run
+from asyncbench.results import ResultsWriter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,11 +58,10 @@ def assert_png(path: Path) -> None:
 
 
 def test_every_chart_of_a_run_is_a_valid_png(tmp_path):
-    from asyncbench import plots
 
     run = read_run(write_run(tmp_path / "results", "trap", "20260101-120000", TRAP))
     out = tmp_path / "plots"
-    paths = plots.run_charts(run, out)
+    paths = run_charts(run, out)
     names = sorted(p.name for p in paths)
     assert names == sorted(f"trap-20260101-120000-{c}.png"
                            for c in ("throughput", "latency", "success", "distribution"))
@@ -70,11 +70,10 @@ def test_every_chart_of_a_run_is_a_valid_png(tmp_path):
 
 
 def test_a_run_without_its_latency_file_still_charts(tmp_path):
-    from asyncbench import plots
 
     csv_path = write_run(tmp_path, "semaphore", "20260101-120000", SEM)
     csv_path.with_name(csv_path.stem + "-latency.csv").unlink()
-    paths = plots.run_charts(read_run(csv_path), tmp_path / "plots")
+    paths = run_charts(read_run(csv_path), tmp_path / "plots")
     assert len(paths) == 3 and all(p.exists() for p in paths)
 
 
@@ -218,7 +217,6 @@ def _rewrite_csv(csv_path: Path, column: str, values: dict[int, str]) -> None:
 def test_client_limited_levels_and_an_unreliable_sweet_spot_are_marked(tmp_path, figures):
     import json
 
-    from asyncbench import plots
 
     csv_path = write_run(tmp_path, "trap", "20260101-000000", TRAP)
     _rewrite_csv(csv_path, "client_limited", {100: "true", 1000: "true"})
@@ -226,7 +224,7 @@ def test_client_limited_levels_and_an_unreliable_sweet_spot_are_marked(tmp_path,
     meta = json.loads(meta_path.read_text())
     meta["sweet_spot"] = {"level": 100, "reliable": False}
     meta_path.write_text(json.dumps(meta))
-    plots.run_charts(read_run(csv_path), tmp_path / "p")
+    run_charts(read_run(csv_path), tmp_path / "p")
     for name, axes, _ in figures:
         if name.endswith(("-throughput", "-latency", "-success")):
             legend = " | ".join(axes[0]._captured_legend)
@@ -263,7 +261,7 @@ def test_overlays_do_not_draw_solid_lines_across_levels_a_run_never_measured(tmp
 
     a = read_run(write_run(tmp_path, "trap", "20260101-000000", {1: (1, 0, 0.05), 1000: (1000, 0, 0.3)}))
     b = read_run(write_run(tmp_path, "trap", "20260101-000001", TRAP))
-    plots.overlay_charts([a, b], tmp_path / "p")
+    plots.overlay_charts([a, b], tmp_path / "p", "concurrency (simultaneous requests)")
     ax = figures[0][1][0]
     segments = [line for line in ax.get_lines() if len(line.get_xdata()) == 2 and line.get_linestyle() != "None"]
     spanning = [line for line in segments if list(line.get_xdata()) == [1.0, 1000.0]]

@@ -20,12 +20,27 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from asyncbench.client import AsyncHttpClient, FetchResult
 from asyncbench.errors import OutputError
+from asyncbench.experiments.descriptor import Experiment
 from asyncbench.metrics import LatencyHistogram
 from asyncbench.system import PeakRss
+
+
+def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
+    from asyncbench import plots
+
+    return plots.pipeline_charts(run, out_dir)
+
+
+EXPERIMENT = Experiment(
+    name="pipeline", step="run",
+    required=("experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
+              "throughput_cps", "peak_traced_mb", "peak_rss_mb"),
+    sort_by=("input_mb", "batch_size", "concurrency"), charts=_charts,
+)
 
 _perf = time.perf_counter
 _WHITESPACE = re.compile(r"\s+")
@@ -232,7 +247,7 @@ async def run_pair(
         tracemalloc.stop()
     chunks = latency.count
     return PairResult(
-        experiment="pipeline",
+        experiment=EXPERIMENT.name,
         input_mb=input_mb,
         batch_size=batch_size,
         concurrency=concurrency,

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asyncbench.experiments.descriptor import load_sweep
 from asyncbench.experiments.load import LevelEvents, LevelResult, RequestSpec, run_sweep
 
 DEFAULT_LIMITS = (10, 25, 50, 100, 200, 500)
 DEFAULT_REQUESTS = 1000
+EXPERIMENT = load_sweep("semaphore", step="limit", axis_label="semaphore limit (requests in flight)",
+                        verdict_word="limit", queue_wait=True, collapses=False)
 
 
 @dataclass
@@ -27,6 +30,6 @@ async def run(config: SemaphoreConfig, events: LevelEvents) -> list[LevelResult]
     """Run the sweep: `requests` requests through a semaphore of each limit."""
     requests_for = dict.fromkeys(config.limits, config.requests)
     return await run_sweep(
-        "semaphore", config.request, config.limits, requests_for,
+        EXPERIMENT.name, config.request, config.limits, requests_for,
         bounded=True, rounds=config.rounds, cooldown=config.cooldown, events=events,
     )

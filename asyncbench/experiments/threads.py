@@ -21,10 +21,26 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from asyncbench import signals
 from asyncbench.client import AsyncHttpClient
+from asyncbench.experiments.descriptor import Experiment
 from asyncbench.system import LoopLagMonitor
+
+
+def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
+    from asyncbench import plots
+
+    return [plots.threads_timeline(run, out_dir)]
+
+
+EXPERIMENT = Experiment(
+    name="threads", step="phase",
+    required=("experiment", "phase", "task_id", "thread_name", "start_s", "end_s"), sort_by=(),
+    charts=_charts,
+)
 
 PHASES = ("concurrent", "blocking", "nonblocking", "to_thread")
 _perf = time.perf_counter
@@ -75,7 +91,7 @@ async def _phase(name: str, tasks: int, body: Callable[[], Awaitable[tuple[str, 
             coroutine_thread = threading.current_thread().name
             thread_name, ok = await body()
             end = _perf() - t0
-            return TaskRecord("threads", name, i, thread_name, coroutine_thread, start, end, end - start, ok)
+            return TaskRecord(EXPERIMENT.name, name, i, thread_name, coroutine_thread, start, end, end - start, ok)
 
         records = list(await asyncio.gather(*(task(i) for i in range(tasks))))
         wall = _perf() - t0

@@ -1,0 +1,57 @@
+"""What the rest of asyncbench knows of an experiment, declared once per experiment module and
+registered in `asyncbench.experiments.registry()`: no other module branches on its name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asyncbench.results import Run
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment's axis, rows, words and charts.
+
+    `step` names one finished step in messages and table headers ("level", "limit", "run",
+    "phase"); `axis_label` is the swept axis on charts and `verdict_word` how the verdict
+    names a value of it ("concurrency 100", "limit 100"). `required` are the CSV columns a
+    results file needs to be read back, `sort_by` its row order. Load sweeps (rows of
+    `LevelStats`) have a sweet spot and can be overlaid and compared; `queue_wait` says
+    requests wait for a slot in the client (the wait is shown and charted); `collapses` says
+    goodput falls above the sweet spot (the verdict says where). `charts` draws a run's charts.
+    """
+
+    name: str
+    step: str
+    required: tuple[str, ...]
+    sort_by: tuple[str, ...]
+    charts: Callable[[Run, Path, float | None], list[Path]]
+    axis_label: str = ""
+    verdict_word: str = ""
+    load_sweep: bool = False
+    queue_wait: bool = False
+    collapses: bool = False
+
+
+LOAD_REQUIRED = (
+    "experiment", "level", "requests", "success_rate", "throughput_rps", "goodput_rps",
+    "latency_p50_s", "latency_p90_s", "latency_p99_s",
+)
+
+
+def load_sweep(name: str, step: str, axis_label: str, verdict_word: str, queue_wait: bool,
+               collapses: bool) -> Experiment:
+    """The descriptor of a load sweep (trap, semaphore): rows of LevelStats, one per level."""
+
+    def charts(run: Run, out_dir: Path, min_success: float | None) -> list[Path]:
+        from asyncbench import plots
+
+        return plots.load_charts(run, out_dir, min_success, axis_label, step, queue_wait)
+
+    return Experiment(name=name, step=step, required=LOAD_REQUIRED, sort_by=("level",), charts=charts,
+                      axis_label=axis_label, verdict_word=verdict_word, load_sweep=True,
+                      queue_wait=queue_wait, collapses=collapses)
