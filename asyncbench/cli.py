@@ -193,7 +193,7 @@ def _load_setup(
 
 
 def _outputs(results_dir: Path, plots_dir: Path, no_plot: bool) -> Any:
-    from asyncbench.runner import Outputs
+    from asyncbench.session import Outputs
 
     return Outputs(results_dir, None if no_plot else plots_dir)
 
@@ -341,7 +341,8 @@ def pipeline(
 
     Every (batch size, concurrency) pair runs; results stream to a JSONL file per pair.
     """
-    from asyncbench.runner import PipelineRequest, check_output_file, run_pipeline
+    from asyncbench.runner import PipelineRequest, run_pipeline
+    from asyncbench.session import check_output_file
 
     if input_file is not None and generate_mb is not None:
         raise UsageError("use --input FILE or --generate-mb N, not both")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from asyncbench.results import Run
@@ -23,10 +23,12 @@ class Experiment:
     `LevelStats`) have a sweet spot and can be overlaid and compared; `queue_wait` says
     requests wait for a slot in the client (the wait is shown and charted); `collapses` says
     goodput falls above the sweet spot (the verdict says where). `charts` draws a run's charts.
+    `completed_key` is the sidecar's count of finished steps ("levels_completed").
     """
 
     name: str
     step: str
+    completed_key: str
     required: tuple[str, ...]
     sort_by: tuple[str, ...]
     charts: Callable[[Run, Path, float | None], list[Path]]
@@ -52,6 +54,19 @@ def load_sweep(name: str, step: str, axis_label: str, verdict_word: str, queue_w
 
         return plots.load_charts(run, out_dir, min_success, axis_label, step, queue_wait)
 
-    return Experiment(name=name, step=step, required=LOAD_REQUIRED, sort_by=("level",), charts=charts,
+    return Experiment(name=name, step=step, completed_key="levels_completed", required=LOAD_REQUIRED, sort_by=("level",), charts=charts,
                       axis_label=axis_label, verdict_word=verdict_word, load_sweep=True,
                       queue_wait=queue_wait, collapses=collapses)
+
+
+class StepEvents(Protocol):
+    """How an experiment reports its steps (levels, runs, phases) as they happen; the session
+    wires them to the results writer and the progress display."""
+
+    def started(self, description: str, total: int, done: Callable[[], int]) -> None:
+        """A step began: `total` units of work, of which `done()` are finished (polled)."""
+        ...
+
+    def finished(self, result: Any) -> None:
+        """A step finished, with its result."""
+        ...

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from asyncbench.client import AsyncHttpClient
 from asyncbench.engines import open_engine
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
 from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
+
+if TYPE_CHECKING:
+    from asyncbench.experiments.descriptor import Experiment, StepEvents
 
 _perf = time.perf_counter
 
@@ -41,14 +44,6 @@ class LevelResult:
 
     stats: LevelStats
     quantiles: list[tuple[float, float]]
-
-
-class LevelEvents(Protocol):
-    """How an experiment reports progress; the CLI wires it to the display and the writer."""
-
-    def level_started(self, level: int, total: int, recorders: list[LevelRecorder]) -> None: ...
-
-    def level_finished(self, result: LevelResult) -> None: ...
 
 
 async def run_round(
@@ -77,14 +72,14 @@ async def run_round(
 
 
 async def run_sweep(
-    experiment: str,
+    experiment: Experiment,
     spec: RequestSpec,
     levels: list[int],
     requests_for: dict[int, int],
     bounded: bool,
     rounds: int,
     cooldown: float,
-    events: LevelEvents,
+    events: StepEvents,
 ) -> list[LevelResult]:
     """Run every level (each `rounds` times), reporting each as soon as it is finished."""
     results: list[LevelResult] = []
@@ -92,7 +87,8 @@ async def run_sweep(
     for level in levels:
         total = requests_for[level]
         recorders = [LevelRecorder() for _ in range(rounds)]
-        events.level_started(level, total * rounds, recorders)
+        events.started(f"{experiment.step} {level:,}", total * rounds,
+                       lambda recorders=recorders: sum(r.count for r in recorders))
         facts: list[RoundFacts] = []
         for recorder in recorders:
             if not first and cooldown > 0:
@@ -100,10 +96,10 @@ async def run_sweep(
                 await asyncio.sleep(cooldown)
             first = False
             facts.append(await run_round(spec, level, total, bounded, recorder))
-        stats = summarize(experiment, level, list(zip(recorders, facts, strict=True)))
+        stats = summarize(experiment.name, level, list(zip(recorders, facts, strict=True)))
         result = LevelResult(stats, latency_quantiles(recorders))
         results.append(result)
-        events.level_finished(result)
+        events.finished(result)
     return results
 
 

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from asyncbench.client import AsyncHttpClient, FetchResult
 from asyncbench.errors import OutputError
-from asyncbench.experiments.descriptor import Experiment
-from asyncbench.metrics import LatencyHistogram
+from asyncbench.experiments.descriptor import Experiment, StepEvents
+from asyncbench.metrics import LatencyHistogram, fmt_mb
 from asyncbench.system import PeakRss
 
 
@@ -36,7 +36,7 @@ def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
 
 
 EXPERIMENT = Experiment(
-    name="pipeline", step="run",
+    name="pipeline", completed_key="pairs_completed", step="run",
     required=("experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
               "throughput_cps", "peak_traced_mb", "peak_rss_mb"),
     sort_by=("input_mb", "batch_size", "concurrency"), charts=_charts,
@@ -161,13 +161,6 @@ class PairResult:
     output: str
 
 
-class PipelineEvents(Protocol):
-    def pair_started(self, input_mb: float, batch_size: int, concurrency: int, expected: int,
-                     progress: list[int]) -> None: ...
-
-    def pair_finished(self, result: PairResult) -> None: ...
-
-
 def _jsonl_line(ident: int, result: FetchResult) -> str:
     if result.ok:
         try:
@@ -278,7 +271,7 @@ class PipelineConfig:
     cooldown: float = 0.0
 
 
-async def run(config: PipelineConfig, events: PipelineEvents) -> list[PairResult]:
+async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
     """Every (input, batch size, concurrency) combination, reported as each finishes."""
     results: list[PairResult] = []
     for source, size_mb in config.inputs:
@@ -288,11 +281,12 @@ async def run(config: PipelineConfig, events: PipelineEvents) -> list[PairResult
                     await asyncio.sleep(config.cooldown)
                 progress = [0]
                 expected = -(-source.stat().st_size // config.chunk_bytes)
-                events.pair_started(size_mb, batch_size, concurrency, expected, progress)
+                events.started(f"{fmt_mb(size_mb)} MB, batch {batch_size}, concurrency {concurrency}", expected,
+                               lambda progress=progress: progress[0])
                 result = await run_pair(
                     config.request, source, config.chunk_bytes, batch_size, concurrency,
                     config.output_for[(size_mb, batch_size, concurrency)], size_mb, progress,
                 )
                 results.append(result)
-                events.pair_finished(result)
+                events.finished(result)
     return results

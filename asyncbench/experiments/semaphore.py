@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asyncbench.experiments.descriptor import load_sweep
-from asyncbench.experiments.load import LevelEvents, LevelResult, RequestSpec, run_sweep
+from asyncbench.experiments.descriptor import StepEvents, load_sweep
+from asyncbench.experiments.load import LevelResult, RequestSpec, run_sweep
 
 DEFAULT_LIMITS = (10, 25, 50, 100, 200, 500)
 DEFAULT_REQUESTS = 1000
@@ -26,10 +26,10 @@ class SemaphoreConfig:
     cooldown: float = 1.0
 
 
-async def run(config: SemaphoreConfig, events: LevelEvents) -> list[LevelResult]:
+async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
     """Run the sweep: `requests` requests through a semaphore of each limit."""
     requests_for = dict.fromkeys(config.limits, config.requests)
     return await run_sweep(
-        EXPERIMENT.name, config.request, config.limits, requests_for,
+        EXPERIMENT, config.request, config.limits, requests_for,
         bounded=True, rounds=config.rounds, cooldown=config.cooldown, events=events,
     )

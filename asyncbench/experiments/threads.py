@@ -26,7 +26,7 @@ from typing import Any
 
 from asyncbench import signals
 from asyncbench.client import AsyncHttpClient
-from asyncbench.experiments.descriptor import Experiment
+from asyncbench.experiments.descriptor import Experiment, StepEvents
 from asyncbench.system import LoopLagMonitor
 
 
@@ -37,7 +37,7 @@ def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
 
 
 EXPERIMENT = Experiment(
-    name="threads", step="phase",
+    name="threads", completed_key="phases_completed", step="phase",
     required=("experiment", "phase", "task_id", "thread_name", "start_s", "end_s"), sort_by=(),
     charts=_charts,
 )
@@ -98,7 +98,7 @@ async def _phase(name: str, tasks: int, body: Callable[[], Awaitable[tuple[str, 
     return PhaseRun(name, records, wall, lag.max_lag)
 
 
-async def run(config: ThreadsConfig, on_phase: Callable[[PhaseRun], None]) -> list[PhaseRun]:
+async def run(config: ThreadsConfig, events: StepEvents) -> list[PhaseRun]:
     """Run the four phases in order, reporting each as it finishes."""
     loop = asyncio.get_running_loop()
     # One worker per task, so to_thread can overlap them all; the default pool has only
@@ -131,6 +131,6 @@ async def run(config: ThreadsConfig, on_phase: Callable[[PhaseRun], None]) -> li
         for name, body in zip(PHASES, (concurrent, blocking, nonblocking, to_thread), strict=True):
             phase = await _phase(name, config.tasks, body)
             results.append(phase)
-            on_phase(phase)
+            events.finished(phase)
     executor.shutdown(wait=False)
     return results

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asyncbench.experiments.descriptor import load_sweep
-from asyncbench.experiments.load import LevelEvents, LevelResult, RequestSpec, run_sweep
+from asyncbench.experiments.descriptor import StepEvents, load_sweep
+from asyncbench.experiments.load import LevelResult, RequestSpec, run_sweep
 
 DEFAULT_LEVELS = (1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000)
 EXPERIMENT = load_sweep("trap", step="level", axis_label="concurrency (simultaneous requests)",
@@ -25,10 +25,10 @@ class TrapConfig:
     cooldown: float = 1.0
 
 
-async def run(config: TrapConfig, events: LevelEvents) -> list[LevelResult]:
+async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
     """Run the sweep with no client-side limit (and no connection-pool limit either)."""
     requests_for = {lvl: config.requests_per_level or lvl for lvl in config.levels}
     return await run_sweep(
-        EXPERIMENT.name, config.request, config.levels, requests_for,
+        EXPERIMENT, config.request, config.levels, requests_for,
         bounded=False, rounds=config.rounds, cooldown=config.cooldown, events=events,
     )

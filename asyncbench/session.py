@@ -1,0 +1,300 @@
+"""One run flow for every experiment: target, pre-flight, results writer, progress, signals,
+report, charts. What differs between experiments is their `Plan` (in `runner.py`); the flow,
+and the helpers it is made of, are written once, here.
+
+    prepare outputs ─► start the target ─► the plan binds to it ─► pre-flight ─► open the writer
+      ─► run the steps (live display in a terminal, a line per step otherwise; Ctrl-C keeps
+         every finished step) ─► the plan concludes ─► sidecar, report, charts
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from asyncbench import report, signals
+from asyncbench.errors import Interrupted, OutputError, TargetError
+from asyncbench.options import check_target_url
+from asyncbench.redact import redact_text, redact_url
+from asyncbench.results import ResultsWriter, run_metadata
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from asyncbench.experiments.descriptor import Experiment
+    from asyncbench.experiments.load import RequestSpec
+    from asyncbench.server import ServerConfig
+
+
+@dataclass
+class Outputs:
+    """Where a run's files go; `plots_dir` None means --no-plot."""
+
+    results_dir: Path
+    plots_dir: Path | None
+
+    def check(self) -> None:
+        """Fail before running anything when an output folder cannot be written."""
+        for path, option in ((self.results_dir, "--results-dir"), (self.plots_dir, "--plots-dir")):
+            if path is not None:
+                check_output_dir(path, option)
+
+
+def prepare(url: str | None, outputs: Outputs) -> None:
+    """Refuse a bad target URL, then an unwritable output folder: both before anything runs
+    or any folder is made."""
+    if url is not None:
+        check_target_url(url)
+    outputs.check()
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {option} {str(path)!r}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {str(path)!r} is not writable")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Fail before running anything when a file named by the user cannot be written."""
+    if path.is_dir():
+        raise OutputError(f"cannot write {option} {str(path)!r}: it is a directory")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {option} {str(path)!r}: no folder {str(folder)!r}")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise OutputError(f"cannot write {option} {str(path)!r}: permission denied")
+
+
+@contextmanager
+def target(url: str | None, server: ServerConfig) -> Iterator[str]:
+    """The URL to load: the given one, or the embedded server started for the run."""
+    if url is not None:
+        yield check_target_url(url)
+        return
+    from asyncbench.server import EmbeddedServer
+
+    embedded = EmbeddedServer(server)
+    try:
+        started = embedded.start()
+    except RuntimeError as exc:
+        raise TargetError(str(exc)) from None
+    try:
+        yield started + "/"
+    finally:
+        embedded.stop()
+
+
+def run_async(coro: Coroutine[Any, Any, Any], loop: str = "asyncio", blocking: bool = False) -> Any:
+    """Run a coroutine on `loop` (asyncio or uvloop); a first Ctrl-C or SIGTERM cancels it —
+    closing its connections, keeping what was written — and raises KeyboardInterrupt.
+    `blocking`: the coroutine makes blocking calls that a signal must interrupt (threads)."""
+    import asyncio
+
+    async def guarded() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            with signals.measuring(task, on_loop=not blocking):
+                return await coro
+        except asyncio.CancelledError:
+            if signals.requested():
+                raise KeyboardInterrupt from None
+            raise
+
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(guarded())
+    return asyncio.run(guarded())
+
+
+def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asyncio", blocking: bool = False) -> bool:
+    """Run an experiment under the progress display; True when Ctrl-C interrupted it."""
+    try:
+        if progress is not None:
+            with progress:
+                run_async(coro, loop, blocking)
+        else:
+            run_async(coro, loop, blocking)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def preflight_or_fail(spec: RequestSpec, loop: str = "asyncio") -> str:
+    """One request before the run; TargetError when the target cannot be reached. Says what it
+    answered, and warns when that answer is an error every request of the run would likely get."""
+    from asyncbench.experiments.load import preflight
+
+    answer = run_async(preflight(spec), loop)
+    if not answer.reachable:
+        raise TargetError(f"target {redact_url(spec.url)} is unreachable: {answer.detail}")
+    print(f"asyncbench: pre-flight {spec.method} {redact_url(spec.url)}: {answer.summary}", file=sys.stderr)
+    if answer.status is not None and answer.status >= 400:
+        said = f" ({redact_text(answer.body_excerpt)})" if answer.body_excerpt else ""
+        hint = ("check the URL, --method, -H and --data" if answer.status < 500
+                else "the target is failing before any load")
+        print(f"asyncbench: warning: the pre-flight request got HTTP {answer.status}{said}: every request "
+              f"of the run will likely fail the same way; {hint}", file=sys.stderr, flush=True)
+    return answer.summary
+
+
+def metadata_for(experiment: str, url: str | None, target_url: str, server: ServerConfig,
+              config: dict[str, Any], preflight: str, **extra: Any) -> dict[str, Any]:
+    return run_metadata(
+        experiment, ["asyncbench", *sys.argv[1:]], target_url,
+        target_kind="url" if url else "embedded",
+        server=asdict(server) if url is None else None,
+        config=config,
+        preflight=preflight,
+        **extra,
+    )
+
+
+def finish(console: Any, writer: ResultsWriter, extra_files: list[Path], plots_dir: Path | None,
+           any_rows: bool, interrupted: bool, steps: str, min_success: float | None = None) -> None:
+    """List the files written, render the charts, and raise Interrupted if the run was."""
+    files = [str(f) for f in (writer.csv_path, writer.json_path, writer.latency_path) if f]
+    if len(extra_files) > 3:  # say where they are rather than list a screenful
+        files.append(f"{len(extra_files)} files {writer.csv_path.parent / writer.stem}-*{extra_files[0].suffix}")
+    else:
+        files += [str(f) for f in extra_files]
+    console.print("results: " + "\n         ".join(files), soft_wrap=True)
+    if plots_dir is not None and any_rows:
+        from asyncbench.experiments import read_run, run_charts
+
+        charts = run_charts(read_run(writer.csv_path), plots_dir, min_success)
+        if charts:
+            console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
+        else:
+            console.print("charts:  none: every setting had one value, so there is nothing to chart "
+                          "against (give a setting a list, e.g. --concurrency 10,25,50)")
+    if interrupted:
+        raise Interrupted(f"interrupted; the finished {steps} are saved")
+
+
+@dataclass
+class Conclusion:
+    """What a plan concluded from its finished steps: sidecar fields, what to print, the files
+    it wrote besides the results (listed after them), and the floor its charts mark."""
+
+    metadata: dict[str, Any]
+    renderables: list[RenderableType]
+    files: list[Path] = field(default_factory=list)
+    min_success: float | None = None
+
+
+class Plan(Protocol):
+    """An experiment's part of a run."""
+
+    experiment: Experiment
+    loop: str  # the event loop to run on: asyncio or uvloop
+    blocking: bool  # the experiment makes blocking calls that a signal must interrupt
+    live: bool  # a live progress display makes sense (steps with a known size)
+    total_steps: int
+    latency_file: bool  # it writes latency quantiles per step
+
+    def check(self, console: Console) -> None:
+        """Warn, before anything runs, of what would spoil the run."""
+
+    def bind(self, target_url: str, scratch: Path) -> RequestSpec:
+        """Take the target's URL (and a scratch folder for the run); return the request to
+        send as the pre-flight."""
+
+    def config(self) -> dict[str, Any]:
+        """The settings for the sidecar (secrets redacted)."""
+
+    def metadata(self) -> dict[str, Any]:
+        """Fields of the sidecar besides the settings (the engine)."""
+
+    def columns(self) -> list[str]:
+        """The results CSV's columns."""
+
+    def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
+        """The experiment, reporting each step through `steps`."""
+
+    def rows(self, result: Any) -> list[dict[str, Any]]:
+        """The CSV rows of a finished step."""
+
+    def quantiles(self, result: Any) -> tuple[int, list[tuple[float, float]]] | None:
+        """The step's latency quantiles for the -latency.csv (its level and the pairs)."""
+
+    def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
+        """What to say of a finished step: a line for output that is not a terminal, and
+        something to print in every case (or None)."""
+
+    def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
+        """The sidecar's final fields, the tables and verdicts, from the finished steps."""
+
+
+class Steps:
+    """Wires an experiment's step events to the results writer and the progress display."""
+
+    def __init__(self, plan: Plan, writer: ResultsWriter, progress: Any, console: Console) -> None:
+        self.plan = plan
+        self.writer = writer
+        self.progress = progress
+        self.console = console
+        self.results: list[Any] = []
+
+    def started(self, description: str, total: int, done: Callable[[], int]) -> None:
+        """A step began: `total` units of work, `done()` how many are finished (polled)."""
+        if self.progress is not None:
+            self.progress.start_step(description, total, done)
+
+    def finished(self, result: Any) -> None:
+        """A step finished: write it at once, so that nothing measured is lost."""
+        for row in self.plan.rows(result):
+            self.writer.write_row(row)
+        quantiles = self.plan.quantiles(result)
+        if quantiles is not None:
+            self.writer.write_quantiles(*quantiles)
+        self.results.append(result)
+        self.writer.write_metadata(**{self.plan.experiment.completed_key: len(self.results)})
+        line, renderable = self.plan.step_done(result, len(self.results))
+        if renderable is not None:
+            self.console.print(renderable)
+        if self.progress is None and line is not None:
+            # Not a terminal: one line per finished step, on stderr, for logs and pipes.
+            print(f"asyncbench: {line}", file=sys.stderr, flush=True)
+
+
+def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs) -> None:
+    """Run one experiment from start to charts; raises Interrupted after keeping what finished."""
+    prepare(url, outputs)
+    console = report.make_console()
+    plan.check(console)
+    experiment = plan.experiment
+    with tempfile.TemporaryDirectory(prefix="asyncbench-") as scratch, target(url, server) as target_url:
+        spec = plan.bind(target_url, Path(scratch))
+        detail = preflight_or_fail(spec, plan.loop)
+        metadata = metadata_for(experiment.name, url, spec.url, server, plan.config(), detail,
+                                **plan.metadata(), **{experiment.completed_key: 0})
+        with ResultsWriter(outputs.results_dir, experiment.name, plan.columns(), metadata, datetime.now(),
+                           latency_file=plan.latency_file) as writer:
+            progress = report.SweepProgress(console) if console.is_terminal and plan.live else None
+            steps = Steps(plan, writer, progress, console)
+            interrupted = run_steps(progress, plan.run(steps, writer), plan.loop, plan.blocking)
+            target_name = "embedded server" if url is None else redact_url(spec.url)
+            title = f"{experiment.name}: {target_name}"
+            conclusion = plan.conclude(steps.results, interrupted, title)
+            writer.write_metadata(
+                status="interrupted" if interrupted else "complete",
+                finished_at=datetime.now().isoformat(timespec="seconds"),
+                **conclusion.metadata,
+            )
+            for renderable in conclusion.renderables:
+                console.print(renderable)
+    finish(console, writer, conclusion.files, outputs.plots_dir, bool(steps.results), interrupted,
+           f"{experiment.step}s", conclusion.min_success)
+
