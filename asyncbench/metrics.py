@@ -274,6 +274,7 @@ class RoundFacts:
     peak_rss_mb: float
     client_cpu_pct: float  # CPU time of this process / wall time, % of one core
     loop_lag_max_s: float  # worst delay of a 10 ms ticker on the event loop
+    loop_late_share: float = 0.0  # the ticker's delays added up, over the round's wall time
 
 
 @dataclass
@@ -313,6 +314,7 @@ class LevelStats:
     body_bytes: int  # response body bytes received, as sent on the wire
     error_statuses: str  # HTTP status codes of failed responses with their counts: "503:120 429:4"
     retry_after_refused: int  # failures whose Retry-After was longer than the time left
+    loop_late_share: float  # share of the level's time its event loop was behind (0..1)
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -320,12 +322,16 @@ class LevelStats:
 
 
 # When is the client, not the server, the limit? Two kinds of evidence:
-# - its event loop answered a 10 ms ticker late by a good part of the measured latency (so
-#   responses sat unread in the kernel that long), while the process was busy on the CPU;
+# - its event loop was late, by a good part of the measured latency (so responses sat unread
+#   in the kernel that long), for a good part of the level's time, while the process was busy
+#   on the CPU. The share matters: a fast engine opening 1,000 connections stalls its loop once
+#   for ~0.1 s and then keeps up (its p50 matches wrk's), while a saturated client is behind
+#   all along;
 # - in a sustained run, far fewer requests were in flight than the level (L/level well below 1)
 #   while the process used nearly a whole core: it could not keep the level busy.
 LAG_FLOOR_S = 0.05
 LAG_SHARE_OF_P50 = 0.25
+LATE_SHARE = 0.3
 BUSY_CPU_PCT = 50.0
 SATURATED_CPU_PCT = 90.0
 LOW_EFFICIENCY = 0.5
@@ -333,10 +339,11 @@ LOW_EFFICIENCY = 0.5
 
 def is_client_limited(
     level: int, requests_per_round: int, latency_p50_s: float, efficiency: float,
-    cpu_pct: float, lag_s: float,
+    cpu_pct: float, lag_s: float, late_share: float,
 ) -> bool:
     """Whether a level's figures describe the load generator rather than the target."""
-    lagged = lag_s >= LAG_FLOOR_S and lag_s >= LAG_SHARE_OF_P50 * latency_p50_s and cpu_pct >= BUSY_CPU_PCT
+    lagged = (lag_s >= LAG_FLOOR_S and lag_s >= LAG_SHARE_OF_P50 * latency_p50_s and late_share >= LATE_SHARE
+              and cpu_pct >= BUSY_CPU_PCT)
     sustained = requests_per_round >= 4 * level
     starved = sustained and efficiency < LOW_EFFICIENCY and cpu_pct >= SATURATED_CPU_PCT
     return lagged or starved
@@ -372,6 +379,7 @@ def summarize(
     target_alive = not (requests and errors["connect"] == requests)
     cpu = max(f.client_cpu_pct for _, f in rounds)
     lag = max(f.loop_lag_max_s for _, f in rounds)
+    late = max(f.loop_late_share for _, f in rounds)
     return LevelStats(
         experiment=experiment,
         level=level,
@@ -402,10 +410,12 @@ def summarize(
         goodput_max_rps=max(goodputs),
         client_cpu_pct=cpu,
         loop_lag_max_s=lag,
-        client_limited=target_alive and is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag),
+        client_limited=target_alive and is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag,
+                                                          late),
         body_bytes=pooled.body_bytes,
         error_statuses=format_statuses(pooled.error_statuses),
         retry_after_refused=pooled.retry_after_refused,
+        loop_late_share=late,
     )
 
 
@@ -486,8 +496,8 @@ def warnings_for(row: LevelStats, min_success: float, step: str = "level") -> li
         )
     if row.client_limited:
         notes.append(
-            f"{what}: the client was the limit (event loop {row.loop_lag_max_s * 1000:.0f} ms "
-            f"late, CPU {row.client_cpu_pct:.0f} % of a core, L/level {row.efficiency:.2f}): "
+            f"{what}: the client was the limit (event loop up to {row.loop_lag_max_s * 1000:.0f} ms "
+            f"late, behind {row.loop_late_share * 100:.0f} % of the time, CPU {row.client_cpu_pct:.0f} % of a core, L/level {row.efficiency:.2f}): "
             "its latency and throughput describe the load generator, not the server; lower "
             "the level, or try --loop uvloop"
         )

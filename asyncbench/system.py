@@ -86,6 +86,7 @@ class LoopLagMonitor:
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
         self.max_lag = 0.0
+        self.total_lag = 0.0  # every tick's lateness added up: how long the loop was behind
         self._task: asyncio.Task[None] | None = None
         self._tick_started = 0.0
 
@@ -97,6 +98,8 @@ class LoopLagMonitor:
 
     def _record(self, now: float) -> None:
         lag = now - self._tick_started - self.interval
+        if lag > 0:
+            self.total_lag += lag
         if lag > self.max_lag:
             self.max_lag = lag
 

@@ -91,9 +91,12 @@ def test_rounds_pool_counts_and_take_the_median_rate():
 def test_client_saturation_is_flagged():
     rec = LevelRecorder()
     rec.add(_result(True, 0.1, 0.0))
-    row = summarize("trap", 1000, [(rec, RoundFacts(10.0, 99.0, 0.4))])
+    row = summarize("trap", 1000, [(rec, RoundFacts(10.0, 99.0, 0.4, loop_late_share=0.6))])
     assert row.client_limited
     assert any("the client was the limit" in n for n in warnings_for(row, 0.99))
+    # One stall (the connection storm at the start) in a loop that then keeps up is not.
+    row = summarize("trap", 1000, [(rec, RoundFacts(10.0, 99.0, 0.4, loop_late_share=0.1))])
+    assert not row.client_limited
 
 
 def _row(level: int, goodput: float, success: float, lag: float = 0.0):

@@ -68,6 +68,7 @@ async def run_round(
         peak_rss_mb=rss.peak_mb(),
         client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
         loop_lag_max_s=lag.max_lag,
+        loop_late_share=lag.total_lag / wall if wall > 0 else 0.0,
     )
 
 
