@@ -99,11 +99,13 @@ def test_client_saturation_is_flagged():
     assert not row.client_limited
 
 
-def _row(level: int, goodput: float, success: float, lag: float = 0.0):
+def _row(level: int, goodput: float, success: float, lag: float = 0.0, requests: int | None = None):
+    """A sustained level (10 requests per slot) unless `requests` says otherwise; 0.1 s long."""
     rec = LevelRecorder()
     rec.add(_result(True, 0.1, 0.0))
     row = summarize("semaphore", level, [(rec, RoundFacts(1.0, 1.0, lag))])
     row.goodput_rps, row.success_rate = goodput, success
+    row.requests = 10 * level if requests is None else requests
     return row
 
 
@@ -119,6 +121,9 @@ def test_sweet_spot_is_best_goodput_above_the_floor_ties_to_lowest():
     # A level measured coarsely (its loop 10 ms late over its 0.1 s) is known to 10 %: 4 % is a tie.
     assert sweet_spot([_row(100, 1600, 1.0), _row(200, 1670, 1.0, lag=0.01)], 0.99).level == 100
     assert sweet_spot([_row(100, 1400, 1.0), _row(200, 1670, 1.0, lag=0.01)], 0.99).level == 200
+    # So is a level sent as one burst (as many requests as the level): 8 % apart is a tie.
+    assert sweet_spot([_row(100, 1460, 1.0, requests=100), _row(200, 1580, 1.0, requests=200)], 0.99).level == 100
+    assert sweet_spot([_row(100, 1300, 1.0, requests=100), _row(200, 1580, 1.0, requests=200)], 0.99).level == 200
 
 
 def test_shards_merge_exactly_and_survive_serialization():
