@@ -303,6 +303,67 @@ def semaphore(
              limit_list, run, loop)
 
 
+@command("Experiments")
+def rate(
+    url: UrlArg = None,
+    rates: Annotated[str, typer.Option("--rates", help="Offered rates, requests per second, comma-separated.")] = "100,500,1000,2000",
+    duration: Annotated[float, typer.Option("--duration", help="Seconds of schedule per rate.")] = 10.0,
+    arrivals: Annotated[str, typer.Option("--arrivals", help="Spacing of the sends: constant, or poisson (random, as independent users arrive).")] = "constant",
+    max_in_flight: Annotated[int, typer.Option("--max-in-flight", help="Requests out at once at most; a request due beyond it is dropped and counted.")] = 10_000,
+    slo_p99: Annotated[float | None, typer.Option("--slo-p99", help="p99 objective, seconds: the sweet spot must meet it too.", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the Poisson arrivals (reproducible schedules).", show_default=False)] = None,
+    timeout: TimeoutOpt = 10.0,
+    method: MethodOpt = "GET",
+    header: HeaderOpt = None,
+    data: DataOpt = None,
+    retries: RetriesOpt = 0,
+    cooldown: CooldownOpt = 1.0,
+    engine: EngineOpt = "fast",
+    insecure: InsecureOpt = False,
+    loop: LoadLoopOpt = "auto",
+    min_success: MinSuccessOpt = 0.99,
+    results_dir: ResultsDirOpt = Path("results"),
+    plots_dir: PlotsDirOpt = Path("plots"),
+    no_plot: NoPlotOpt = False,
+    server_latency: SrvLatencyOpt = 0.05,
+    server_capacity: SrvCapacityOpt = 100,
+    server_queue: SrvQueueOpt = 400,
+    server_error_rate: SrvErrorRateOpt = 0.0,
+) -> None:
+    """The open model: requests sent on a schedule, whatever the server does.
+
+    Latency runs from when each request was due, so a server that stalls cannot hide it by
+    slowing the sending down (coordinated omission); the time from the actual send is kept as
+    the service time.
+    """
+    from asyncbench.experiments import rate as experiment
+
+    rate_list = parse_int_list("--rates", rates, maximum=1_000_000)
+    check_range("--duration", duration, 0, 3600, low_inclusive=False)
+    if arrivals not in experiment.ARRIVALS:
+        raise UsageError(f"invalid --arrivals {arrivals!r}: expected {' or '.join(experiment.ARRIVALS)}")
+    check_range("--max-in-flight", max_in_flight, 1, 1_000_000)
+    if slo_p99 is not None:
+        check_range("--slo-p99", slo_p99, 0, low_inclusive=False)
+    for r in rate_list:
+        if r * duration > MAX_REQUESTS:
+            raise UsageError(f"invalid --rates {r}: {r:,}/s for {duration:g} s is more than {MAX_REQUESTS:,} requests")
+    spec, server, loop = _load_setup(1, cooldown, timeout, method, header, data, retries, engine, insecure,
+                                     loop, min_success,
+                                     server_latency, server_capacity, server_queue, server_error_rate)
+
+    def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
+        config = experiment.RateConfig(spec, rate_list, duration, arrivals, max_in_flight, cooldown, seed)
+        return experiment.run(config, events)
+
+    settings = {"rates": rate_list, "duration_s": duration, "arrivals": arrivals, "max_in_flight": max_in_flight,
+                "seed": seed, "cooldown_s": cooldown}
+    from asyncbench.runner import run_rate
+
+    run_rate(url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, slo_p99, settings,
+             rate_list, run, loop)
+
+
 def _parse_sizes(text: str) -> list[float]:
     sizes: list[float] = []
     for item in text.split(","):
@@ -421,6 +482,8 @@ def serve(
     error_rate: Annotated[float, typer.Option(help="Fraction of requests answered 500 (0..1).")] = 0.0,
     rate_limit: Annotated[float, typer.Option(help="Requests per second before 429 with Retry-After; 0 is off.")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for the injected faults (reproducible runs).")] = None,
+    stall_after: Annotated[int, typer.Option("--stall-after", help="After this many requests, freeze the whole server once (see --stall); 0 is off.")] = 0,
+    stall: Annotated[float, typer.Option("--stall", help="Seconds the server freezes after --stall-after requests: a GC pause, a stop-the-world.")] = 0.5,
 ) -> None:
     """Run the embedded target server until Ctrl-C or SIGTERM."""
     from asyncbench.server import ServerConfig, run_on_best_loop
@@ -428,7 +491,8 @@ def serve(
 
     config = ServerConfig(
         host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
-        error_rate=error_rate, rate_limit=rate_limit, seed=seed,
+        error_rate=error_rate, rate_limit=rate_limit, seed=seed, stall_after=stall_after,
+        stall=stall if stall_after else 0.0,
     )
 
     try:

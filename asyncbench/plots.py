@@ -426,3 +426,51 @@ def overlay_charts(runs: Sequence[Run], out_dir: Path, axis_label: str) -> list[
                      fontsize=12, fontweight="bold", x=0.01, ha="left")
         paths.append(_save(fig, out_dir, f"{name}-{chart}"))
     return paths
+
+
+def rate_latency_chart(run: Run, out_dir: Path) -> Path:
+    """The hockey stick: latency percentiles (from the schedule) against the offered rate, and
+    the service p99 (from the actual send) that a closed loop would have reported."""
+    df = run.frame
+    fig, ax = plt.subplots()
+    for col, label, color, marker, style in (
+        ("latency_p50_s", "p50", BLUE, "o", "-"),
+        ("latency_p99_s", "p99", VERMILLION, "^", "-"),
+        ("latency_p999_s", "p99.9", BLACK, "v", "-"),
+        ("service_p99_s", "service p99 (from the actual send)", PURPLE, "D", "--"),
+    ):
+        if col in df:
+            ax.plot(df["level"], df[col] * 1000, marker=marker, color=color, linestyle=style, label=label)
+    _mark_client_limited(ax, df, df["latency_p50_s"] * 1000)
+    _sweet(ax, run)
+    _level_axis(ax, df["level"], "offered rate (requests per second)")
+    ax.set_ylabel("latency from the schedule (ms)")
+    _log_y(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    _title(fig, "Latency against offered rate", run)
+    return _save(fig, out_dir, f"{run.stem}-latency")
+
+
+def rate_achieved_chart(run: Run, out_dir: Path) -> Path:
+    """Achieved (sent) and goodput against offered: on the diagonal while the target keeps up."""
+    df = run.frame
+    fig, ax = plt.subplots()
+    lo, hi = float(df["level"].min()), float(df["level"].max())
+    ax.plot([lo, hi], [lo, hi], color="#999999", linestyle=":", linewidth=1, label="offered")
+    ax.plot(df["level"], df["achieved_rps"], marker="o", color=BLUE, label="sent (achieved)")
+    ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
+    _mark_client_limited(ax, df, df["achieved_rps"])
+    _sweet(ax, run)
+    _level_axis(ax, df["level"], "offered rate (requests per second)")
+    ax.set_ylabel("requests per second")
+    _log_y(ax)
+    ax.legend(loc="upper left")
+    _title(fig, "Achieved against offered rate", run)
+    return _save(fig, out_dir, f"{run.stem}-achieved")
+
+
+def rate_charts(run: Run, out_dir: Path) -> list[Path]:
+    """Every chart of a `rate` run."""
+    paths = [rate_latency_chart(run, out_dir), rate_achieved_chart(run, out_dir)]
+    dist = distribution_chart(run, out_dir, "rate")
+    return paths + ([dist] if dist else [])

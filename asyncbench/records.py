@@ -61,3 +61,12 @@ class Sink(Protocol):
         """A request that succeeded at its first attempt, with no wait for a slot other than the
         sink knows of: the hot path of a fast engine, which builds no `FetchResult` for it."""
         ...
+
+
+class ScheduledSink(Sink, Protocol):
+    """A sink for the open model, where each request has its place in a schedule."""
+
+    def scheduled(self, intended_at: float, sent_at: float, done_at: float, body_bytes: int) -> None:
+        """A request that succeeded at its first attempt: meant to leave at `intended_at`, sent
+        at `sent_at`, done at `done_at` (the hot path, as `Sink.success`)."""
+        ...

@@ -393,3 +393,70 @@ def phase_summary_table(summaries: Sequence[Any]) -> FitTable:
                       f"{s.wall_over_max:.2f}", f"{s.loop_lag_max_s * 1000:,.1f}", str(len(s.threads)),
                       s.pattern, style="yellow" if s.pattern == "serialized" else None)
     return table
+
+
+# --- the open model ------------------------------------------------------------------------------
+
+
+def rate_line(r: Any) -> str:
+    """One finished rate as a line: for logs and output that is not a terminal."""
+    dropped = f", {r.dropped:,} dropped" if r.dropped else ""
+    return (f"rate {r.offered_rps:,.0f}/s done: sent {fmt_rate(r.achieved_rps)}/s, p50 {fmt_ms(r.latency_p50_s)} ms, "
+            f"p99 {fmt_ms(r.latency_p99_s)} ms, {fmt_pct(r.success_rate)} % ok{dropped}")
+
+
+def rate_table(rows: Sequence[Any], sweet: Any | None, title: str) -> FitTable:
+    """Offered against achieved, latency from the intended send (p50, p99, p99.9) and from the
+    actual send (service p99), how late the sends left, what was dropped."""
+    table = _table(title)
+    table.add_column("rate\nreq/s", justify="right")
+    for header in ("sent\nreq/s", "goodput\nreq/s", "p50\nms", "p99\nms", "p99.9\nms", "svc p99\nms",
+                   "lag p99\nms", "dropped", "ok\n%"):
+        table.add_column(header, justify="right")
+    table.add_column("errors", justify="left", wrap=True)
+    for r in rows:
+        is_sweet = sweet is not None and r.level == sweet.level
+        rate = f"{SWEET_MARK} {r.offered_rps:,.0f}" if is_sweet else f"{r.offered_rps:,.0f}"
+        if r.client_limited:
+            rate = f"! {rate}"
+        table.add_row(
+            rate, fmt_rate(r.achieved_rps), fmt_rate(r.goodput_rps), fmt_ms(r.latency_p50_s),
+            fmt_ms(r.latency_p99_s), fmt_ms(r.latency_p999_s), fmt_ms(r.service_p99_s), fmt_ms(r.send_lag_p99_s),
+            f"{r.dropped:,}", fmt_pct(r.success_rate), errors_cell(r),
+            style="bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None),
+        )
+    notes = ["latency runs from when each request was due (the schedule), svc from when it was sent"]
+    if any(r.client_limited for r in rows):
+        notes.append("! the client could not keep the schedule at this rate")
+    table.caption = "; ".join(notes)
+    return table
+
+
+def rate_verdict(rows: Sequence[Any], sweet: Any | None, min_success: float, slo_p99: float | None) -> Text:
+    """The highest rate that met the floor (and the objective), and what happened above it."""
+    if not rows:
+        return Text("no rate finished: nothing to conclude")
+    slo = f" and p99 ≤ {fmt_ms(slo_p99)} ms" if slo_p99 is not None else ""
+    if sweet is None:
+        return Text(f"no sweet spot: no rate met {fmt_pct(min_success)} % success{slo} with nothing dropped",
+                    style="bold red")
+    line = Text(
+        f"sweet spot: rate {sweet.offered_rps:,.0f}/s — the highest offered rate that met "
+        f"{fmt_pct(min_success)} % success{slo}: p99 {fmt_ms(sweet.latency_p99_s)} ms from the schedule",
+        style="bold green",
+    )
+    if sweet.client_limited:
+        line.append(" (unreliable: the client could not keep the schedule)", style="bold yellow")
+    above = [r for r in rows if r.offered_rps > sweet.offered_rps]
+    if above:
+        r = above[0]
+        why = []
+        if r.success_rate < min_success:
+            why.append(f"success {fmt_pct(r.success_rate)} %")
+        if slo_p99 is not None and r.latency_p99_s > slo_p99:
+            why.append(f"p99 {fmt_ms(r.latency_p99_s)} ms")
+        if r.dropped:
+            why.append(f"{r.dropped:,} dropped")
+        if why:
+            line.append(f"\nat {r.offered_rps:,.0f}/s: {', '.join(why)}", style="yellow")
+    return line

@@ -131,6 +131,60 @@ def run_load(experiment: Experiment, url: str | None, spec: RequestSpec, server:
     session.run(LoadPlan(experiment, spec, min_success, settings, levels, run, loop), url, server, outputs)
 
 
+# --- rate ---------------------------------------------------------------------------------------
+
+
+class RatePlan(LoadPlan):
+    """The open model: one row of RateStats and its quantiles per offered rate."""
+
+    def __init__(self, spec: RequestSpec, min_success: float, slo_p99: float | None, settings: dict[str, Any],
+                 rates: list[int], run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str) -> None:
+        from asyncbench.experiments import rate
+
+        super().__init__(rate.EXPERIMENT, spec, min_success, settings, rates, run, loop)
+        self.slo_p99 = slo_p99
+
+    def check(self, console: Console) -> None:
+        pass  # connections are opened as needed, bounded by --max-in-flight (checked by the CLI)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "slo_p99_s": self.slo_p99}
+
+    def columns(self) -> list[str]:
+        from asyncbench.rates import RateStats
+
+        return RateStats.columns()
+
+    def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
+        return f"{report.rate_line(result.stats)} ({done} of {self.total_steps} rates)", None
+
+    def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
+        from asyncbench.rates import rate_row_facts, rate_sweet_spot, rate_warnings
+
+        rows = [r.stats for r in results]
+        sweet = rate_sweet_spot(rows, self.min_success, self.slo_p99)
+        notes = [n for r in rows for n in rate_warnings(r)]
+        metadata = {
+            "sweet_spot": None if sweet is None else rate_row_facts(sweet),
+            "client_limited_levels": [r.level for r in rows if r.client_limited],
+            "warnings": notes,
+        }
+        title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} rate{'s' if len(rows) != 1 else ''}"
+        shown: list[RenderableType] = [report.rate_table(rows, sweet, title),
+                                       report.rate_verdict(rows, sweet, self.min_success, self.slo_p99)]
+        block = report.warnings_block(notes)
+        if block is not None:
+            shown.append(block)
+        return Conclusion(metadata, shown, min_success=self.min_success)
+
+
+def run_rate(url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs, min_success: float,
+             slo_p99: float | None, settings: dict[str, Any], rates: list[int],
+             run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str) -> None:
+    """`rate`: target, pre-flight, one offered rate after another, files, table, charts."""
+    session.run(RatePlan(spec, min_success, slo_p99, settings, rates, run, loop), url, server, outputs)
+
+
 # --- pipeline ----------------------------------------------------------------------------------
 
 

@@ -52,6 +52,8 @@ class ServerConfig:
     error_rate: float = 0.0  # fraction of served requests answered 500
     rate_limit: float = 0.0  # requests per second before 429; 0 is off
     seed: int | None = None  # seeds the fault injection, for reproducible runs
+    stall_after: int = 0  # after this many requests, freeze the whole server once; 0 is off
+    stall: float = 0.0  # seconds of that freeze (a GC pause, a VM steal, a stop-the-world)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -63,6 +65,8 @@ class ServerConfig:
             ("error-rate", 0.0 <= self.error_rate <= 1.0, "a fraction from 0 to 1"),
             ("rate-limit", self.rate_limit >= 0 and math.isfinite(self.rate_limit), "req/s >= 0"),
             ("port", 0 <= self.port <= 65535, "0 to 65535"),
+            ("stall-after", self.stall_after >= 0, "a whole number >= 0"),
+            ("stall", 0 <= self.stall <= 60 and math.isfinite(self.stall), "seconds from 0 to 60"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -160,6 +164,8 @@ class TargetService:
             answer(_json(asdict(self.stats)))
             return
         self.stats.received += 1
+        if self.stats.received == self.config.stall_after and self.config.stall > 0:
+            time.sleep(self.config.stall)  # deliberately blocks the server's loop: everything waits
         if path == "/embed" and method == "POST":
             try:
                 payload = json.loads(body)

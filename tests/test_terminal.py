@@ -14,6 +14,7 @@ COMMANDS = {
     "semaphore": ["semaphore", "--limits", "2,4", "--requests", "12", "--cooldown", "0"],
     "pipeline": ["pipeline", "--generate-mb", "0.02", "--concurrency", "5,10", "--cooldown", "0"],
     "threads": ["threads", "--tasks", "2", "--sleep", "0.01"],
+    "rate": ["rate", "--rates", "20,40", "--duration", "0.5", "--cooldown", "0"],
 }
 
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from asyncbench.client import AsyncHttpClient
-from asyncbench.records import FetchResult, Sink
+from asyncbench.records import FetchResult, ScheduledSink, Sink
 
 
 class AiohttpEngine:
@@ -22,12 +22,17 @@ class AiohttpEngine:
         self.headers = headers or None
         self.client = AsyncHttpClient(max_concurrency=concurrency if bounded else None, timeout=timeout,
                                       retries=retries, keep_body=False, verify_tls=not insecure)
+        self.in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drained: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> AiohttpEngine:
         await self.client.__aenter__()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self.client.close()
 
     async def fetch(self, slot: int) -> FetchResult:
@@ -43,3 +48,24 @@ class AiohttpEngine:
                 add(await self.fetch(0))
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+
+    def launch(self, intended: float, sink: ScheduledSink) -> None:
+        """Send one request now (a task of its own), measured from `intended` into `sink`."""
+        self.in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._one(intended, sink))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, intended: float, sink: ScheduledSink) -> None:
+        record = await self.fetch(0)
+        record.intended_at = intended
+        sink.add(record)
+        self.in_flight -= 1
+        if not self.in_flight and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait for every launched request to end (each is bounded by the timeout)."""
+        if self.in_flight:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained

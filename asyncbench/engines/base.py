@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from asyncbench.records import FetchResult, Sink
+from asyncbench.records import FetchResult, ScheduledSink, Sink
 
 
 class Engine(Protocol):
@@ -27,3 +27,12 @@ class Engine(Protocol):
         """Send `requests` requests over all the slots (a closed loop), each measured into
         `sink` (by `sink.success` for a plain success, if the engine likes, else `sink.add`)."""
         ...
+
+    # The open model: `launch` sends one request now and returns at once; the engine measures
+    # it from `intended` (its place in the schedule). `in_flight` counts the launched requests
+    # not yet ended; `drain` waits for them.
+    in_flight: int
+
+    def launch(self, intended: float, sink: ScheduledSink) -> None: ...
+
+    async def drain(self) -> None: ...

@@ -21,7 +21,7 @@ import httptools
 
 from asyncbench import __version__
 from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after, result
-from asyncbench.records import FetchResult, Sink, error_kind
+from asyncbench.records import FetchResult, ScheduledSink, Sink, error_kind
 
 _perf = time.perf_counter
 
@@ -263,6 +263,13 @@ class FastEngine:
         self.slots: list[_Connection | None] = [None] * concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None]
+        # The open model: slots made as needed, reused once free.
+        self.in_flight = 0
+        self._free: list[int] = []
+        self._intended: list[float] = [0.0] * concurrency
+        self._open_done: list[Callable[[BaseException | None], None] | None] = [None] * concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drained: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> FastEngine:
         self._loop = asyncio.get_running_loop()
@@ -271,6 +278,8 @@ class FastEngine:
 
     async def __aexit__(self, *exc: Any) -> None:
         self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         for conn in self.slots:
             if conn is not None:
                 conn.close()
@@ -364,6 +373,70 @@ class FastEngine:
 
             conn.send(request, timeout, on_done)
             await handed_back
+
+    # --- the open model: requests launched on a schedule, whatever came back -----------------------
+
+    def launch(self, intended: float, sink: ScheduledSink) -> None:
+        """Send one request now — on a free kept-alive connection, else a new one — measured from
+        `intended` (its place in the schedule) into `sink`. Never waits."""
+        self.in_flight += 1
+        slot = self._free.pop() if self._free else self._new_slot(sink)
+        self._intended[slot] = intended
+        conn = self.slots[slot]
+        if conn is not None and not self.policy.retries and conn.usable():
+            conn.send(self.request, self.timeout, self._open_done[slot])  # type: ignore[arg-type]
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._launch_task(slot, sink))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _new_slot(self, sink: ScheduledSink) -> int:
+        slot = len(self.slots)
+        self.slots.append(None)
+        self._intended.append(0.0)
+        timeout, scheduled, add = self.timeout, sink.scheduled, sink.add
+
+        def done(exc: BaseException | None) -> None:  # made once per slot, not per request
+            now = _perf()
+            conn = self.slots[slot]
+            assert conn is not None
+            status = conn.status
+            if exc is None and status is not None and status < 400:
+                scheduled(self._intended[slot], conn.sent_at, now, conn.body_bytes)
+            else:
+                record = result(conn.outcome(exc, timeout), 1, conn.sent_at, now)
+                record.intended_at = self._intended[slot]
+                add(record)
+            if exc is not None or not conn.keep_alive:
+                self._drop(slot)
+            self._release(slot)
+
+        self._open_done.append(done)
+        return slot
+
+    async def _launch_task(self, slot: int, sink: ScheduledSink) -> None:
+        """A request that needs a coroutine: a new connection, or retries."""
+        record = await self.fetch(slot)
+        record.intended_at = self._intended[slot]
+        sink.add(record)
+        conn = self.slots[slot]
+        if conn is not None and not conn.keep_alive:
+            self._drop(slot)
+        self._release(slot)
+
+    def _release(self, slot: int) -> None:
+        self._free.append(slot)
+        self.in_flight -= 1
+        if not self.in_flight and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait for every launched request to end (each is bounded by the timeout)."""
+        if self.in_flight:
+            assert self._loop is not None
+            self._drained = self._loop.create_future()
+            await self._drained
 
     async def _connect(self, time_left: float) -> _Connection:
         loop = self._loop

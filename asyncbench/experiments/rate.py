@@ -1,0 +1,122 @@
+"""The open model: requests sent on a schedule, whatever the server does.
+
+At each offered rate, `rate × duration` requests are due at fixed spacing (or Poisson arrivals);
+each is launched when due — on a free kept-alive connection, else a new one — and measured from
+the moment it was due, so a server that stalls cannot slow the sending down and hide the stall
+(coordinated omission). When `max_in_flight` requests are out, a due request is dropped and
+counted, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asyncbench.engines import open_engine
+from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
+from asyncbench.experiments.load import RequestSpec
+from asyncbench.rates import RateRecorder, RateStats, summarize_rate
+from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
+
+_perf = time.perf_counter
+
+DEFAULT_RATES = (100, 500, 1000, 2000)
+ARRIVALS = ("constant", "poisson")
+# Within this much of its due time a send is made by yielding to the loop rather than by a
+# timer: the loop's timers have a millisecond's grain, the schedule needs better.
+_SPIN_S = 0.001
+
+
+def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
+    from asyncbench import plots
+
+    return plots.rate_charts(run, out_dir)
+
+
+EXPERIMENT = Experiment(
+    name="rate", step="rate", completed_key="rates_completed",
+    required=(*LOAD_REQUIRED, "offered_rps", "achieved_rps", "dropped", "send_lag_p99_s"),
+    sort_by=("level",), charts=_charts, axis_label="offered rate (requests per second)",
+    verdict_word="rate", load_sweep=True,
+)
+
+
+@dataclass
+class RateConfig:
+    request: RequestSpec
+    rates: list[int]
+    duration: float = 10.0
+    arrivals: str = "constant"
+    max_in_flight: int = 10_000
+    cooldown: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class RateResult:
+    """A finished rate: its row and its latency quantiles (from the intended send time)."""
+
+    stats: RateStats
+    quantiles: list[tuple[float, float]]
+
+
+async def run_rate(spec: RequestSpec, rate: int, duration: float, arrivals: str, max_in_flight: int,
+                   recorder: RateRecorder, rng: random.Random) -> RateStats:
+    """Offer `rate` requests per second for `duration` seconds; measure each into `recorder`."""
+    rss = PeakRss()
+    cpu0 = cpu_seconds()
+    wall0 = _perf()
+    total = max(1, round(rate * duration))
+    engine = open_engine(spec.engine, spec.url, spec.method, spec.headers, spec.data, spec.timeout,
+                         spec.retries, 0, False, spec.insecure)
+    poisson = arrivals == "poisson"
+    async with engine:
+        with LoopLagMonitor() as lag:
+            start = recorder.origin = _perf()
+            due, sent = start, 0
+            while sent < total:
+                now = _perf()
+                while sent < total and due <= now:
+                    if engine.in_flight >= max_in_flight:
+                        recorder.dropped += 1
+                    else:
+                        engine.launch(due, recorder)
+                        if engine.in_flight > recorder.in_flight_max:
+                            recorder.in_flight_max = engine.in_flight
+                    sent += 1
+                    due = due + rng.expovariate(rate) if poisson else start + sent / rate
+                if sent < total:
+                    wait = due - _perf()
+                    await asyncio.sleep(wait - _SPIN_S if wait > _SPIN_S else 0)
+            await engine.drain()
+    wall = _perf() - wall0
+    facts_cpu = 100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0
+    from asyncbench.metrics import RoundFacts
+
+    facts = RoundFacts(peak_rss_mb=rss.peak_mb(), client_cpu_pct=facts_cpu, loop_lag_max_s=lag.max_lag,
+                       loop_late_share=lag.total_lag / wall if wall > 0 else 0.0)
+    return summarize_rate(rate, total / rate, recorder, facts)
+
+
+async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
+    """Every offered rate in turn, each reported as soon as it is finished."""
+    from asyncbench.metrics import latency_quantiles
+
+    rng = random.Random(config.seed)
+    results: list[RateResult] = []
+    for rate in config.rates:
+        if results and config.cooldown > 0:
+            await asyncio.sleep(config.cooldown)  # let the target drain what the last rate left
+        recorder = RateRecorder()
+        total = max(1, round(rate * config.duration))
+        events.started(f"rate {rate:,g}/s", total, lambda recorder=recorder: recorder.count + recorder.dropped)
+        stats = await run_rate(config.request, rate, config.duration, config.arrivals, config.max_in_flight,
+                               recorder, rng)
+        result = RateResult(stats, latency_quantiles([recorder]))
+        results.append(result)
+        events.finished(result)
+    return results

@@ -1,0 +1,138 @@
+"""Open-model records → per-rate statistics: latency from the intended send time (free of
+coordinated omission), service time from the actual send, send lag, drops, the sweet spot.
+
+The closed-loop statistics (`metrics`) time a request from its send; here the clock starts when
+the schedule said the request should leave, so a stall of the server — during which a closed
+loop simply stops sending — shows in the percentiles as the users behind it would see it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from asyncbench.metrics import LatencyHistogram, LevelRecorder, LevelStats, RoundFacts, summarize
+from asyncbench.records import FetchResult
+
+# A send that leaves this late against its schedule means the client could not keep up: the
+# rate it offered was not the rate asked for, and the figures describe the client.
+SEND_LAG_LIMIT_S = 0.010
+
+
+class RateRecorder(LevelRecorder):
+    """A LevelRecorder whose latency runs from each request's intended send time, with the
+    service time (from the actual send) and the send lag kept apart, and the drops counted."""
+
+    __slots__ = ("service", "send_lag", "dropped", "in_flight_max", "first_intended", "last_sent")
+
+    def __init__(self, origin: float = 0.0) -> None:
+        super().__init__(origin)
+        self.service = LatencyHistogram()
+        self.send_lag = LatencyHistogram()
+        self.dropped = 0  # due while --max-in-flight requests were out: not sent, counted
+        self.in_flight_max = 0
+        self.first_intended = math.inf  # seconds after origin
+        self.last_sent = -math.inf
+
+    def scheduled(self, intended_at: float, sent_at: float, done_at: float, body_bytes: int) -> None:
+        """A request that succeeded at its first attempt (the fast engine's hot path)."""
+        self.service.record(done_at - sent_at)
+        self.send_lag.record(sent_at - intended_at if sent_at > intended_at else 0.0)
+        self._span(intended_at, sent_at)
+        self.success(intended_at, done_at, body_bytes)
+
+    def add(self, result: FetchResult) -> None:
+        intended = result.intended_at or result.sent_at
+        self.service.record(result.latency_s)
+        self.send_lag.record(max(0.0, result.sent_at - intended))
+        self._span(intended, result.sent_at)
+        super().add(replace(result, latency_s=result.done_at - intended, sent_at=intended))
+
+    def _span(self, intended_at: float, sent_at: float) -> None:
+        intended_at -= self.origin
+        sent_at -= self.origin
+        if intended_at < self.first_intended:
+            self.first_intended = intended_at
+        if sent_at > self.last_sent:
+            self.last_sent = sent_at
+
+    @property
+    def sent(self) -> int:
+        return self.count
+
+
+@dataclass
+class RateStats(LevelStats):
+    """One row of a `rate` CSV: the load columns (`level` is the offered rate), then these."""
+
+    offered_rps: float
+    achieved_rps: float  # requests sent per second over the schedule
+    dropped: int  # due while --max-in-flight requests were out: not sent
+    send_lag_p99_s: float  # how late sends left against the schedule
+    latency_p999_s: float
+    service_p50_s: float  # from the actual send: what a closed loop would have measured
+    service_p99_s: float
+    in_flight_max: int
+
+
+def summarize_rate(rate: float, duration: float, recorder: RateRecorder, facts: RoundFacts) -> RateStats:
+    """The row of one offered rate."""
+    base = summarize("rate", round(rate), [(recorder, facts)])
+    sent = recorder.sent
+    # Sends spread over the schedule's length; when the client fell behind, over its own.
+    span = max(duration, recorder.last_sent - recorder.first_intended) if sent else duration
+    achieved = sent / span if span > 0 else 0.0
+    lag_p99 = recorder.send_lag.quantile(0.99)
+    fields = {k: v for k, v in vars(base).items()}
+    fields.update(
+        efficiency=achieved / rate if rate else 0.0,
+        client_limited=bool(sent) and lag_p99 > SEND_LAG_LIMIT_S,
+    )
+    return RateStats(
+        **fields,
+        offered_rps=rate,
+        achieved_rps=achieved,
+        dropped=recorder.dropped,
+        send_lag_p99_s=lag_p99,
+        latency_p999_s=recorder.latency.quantile(0.999),
+        service_p50_s=recorder.service.quantile(0.50),
+        service_p99_s=recorder.service.quantile(0.99),
+        in_flight_max=recorder.in_flight_max,
+    )
+
+
+def rate_sweet_spot(rows: Sequence[RateStats], min_success: float, slo_p99: float | None) -> RateStats | None:
+    """The highest offered rate that met `min_success` (and the p99 objective, when given),
+    with nothing dropped and the client keeping up."""
+    good = [r for r in rows if r.requests and r.success_rate >= min_success and not r.dropped
+            and (slo_p99 is None or r.latency_p99_s <= slo_p99)]
+    return max(good, key=lambda r: r.offered_rps) if good else None
+
+
+def rate_warnings(row: RateStats) -> list[str]:
+    """What a careful reader should know about one offered rate."""
+    what = f"rate {row.offered_rps:,.0f}/s"
+    notes: list[str] = []
+    if row.client_limited:
+        notes.append(
+            f"{what}: the client could not keep the schedule (sends left up to "
+            f"{row.send_lag_p99_s * 1000:.0f} ms late at p99, CPU {row.client_cpu_pct:.0f} % of a core): "
+            "the rate offered was lower than asked, and the figures describe the client"
+        )
+    if row.dropped:
+        notes.append(
+            f"{what}: {row.dropped:,} requests were due while --max-in-flight requests were out, "
+            "and were not sent: the target fell behind this rate"
+        )
+    if row.requests and row.errors_connect * 2 > row.requests:
+        notes.append(f"{what}: {row.errors_connect:,} of {row.requests:,} requests could not connect")
+    return notes
+
+
+def rate_row_facts(stats: Any) -> dict[str, Any]:
+    """The JSON sidecar's view of a sweet spot row."""
+    return {"level": stats.level, "offered_rps": stats.offered_rps, "achieved_rps": stats.achieved_rps,
+            "goodput_rps": stats.goodput_rps, "success_rate": stats.success_rate,
+            "latency_p99_s": stats.latency_p99_s, "reliable": not stats.client_limited}
