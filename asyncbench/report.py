@@ -163,6 +163,12 @@ def _table(title: str, keys: int = 1) -> FitTable:
     return FitTable(title, keys)
 
 
+def _row_name(value: str, is_sweet: bool, client_limited: bool) -> str:
+    """A row's first cell: its level, marked ★ for the sweet spot and ! when client-limited."""
+    name = f"{SWEET_MARK} {value}" if is_sweet else value
+    return f"! {name}" if client_limited else name
+
+
 def level_line(r: LevelStats, step: str = "level") -> str:
     """One finished level as a line: for logs and output that is not a terminal."""
     return (
@@ -188,11 +194,8 @@ def level_table(
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
         is_sweet = sweet is not None and r.level == sweet.level
-        level = f"{SWEET_MARK} {r.level:,}" if is_sweet else f"{r.level:,}"
-        if r.client_limited:
-            level = f"! {level}"
         cells = [
-            level,
+            _row_name(f"{r.level:,}", is_sweet, r.client_limited),
             fmt_rate(r.throughput_rps),
             fmt_rate(r.goodput_rps),
             fmt_ms(r.latency_mean_s),
@@ -416,11 +419,8 @@ def rate_table(rows: Sequence[Any], sweet: Any | None, title: str) -> FitTable:
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
         is_sweet = sweet is not None and r.level == sweet.level
-        rate = f"{SWEET_MARK} {r.offered_rps:,.0f}" if is_sweet else f"{r.offered_rps:,.0f}"
-        if r.client_limited:
-            rate = f"! {rate}"
         table.add_row(
-            rate, fmt_rate(r.achieved_rps), fmt_rate(r.goodput_rps), fmt_ms(r.latency_p50_s),
+            _row_name(f"{r.offered_rps:,.0f}", is_sweet, r.client_limited), fmt_rate(r.achieved_rps), fmt_rate(r.goodput_rps), fmt_ms(r.latency_p50_s),
             fmt_ms(r.latency_p99_s), fmt_ms(r.latency_p999_s), fmt_ms(r.service_p99_s), fmt_ms(r.send_lag_p99_s),
             f"{r.dropped:,}", fmt_pct(r.success_rate), errors_cell(r),
             style="bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None),
