@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from asyncbench import __version__
-from asyncbench.errors import AsyncbenchError, ExitCode, Interrupted, TargetError, UsageError
+from asyncbench.errors import AsyncbenchError, ExitCode, Interrupted, ObjectiveNotMet, TargetError, UsageError
 from asyncbench.options import (
     MAX_REQUESTS,
     check_range,
@@ -129,6 +129,10 @@ MinSuccessOpt = Annotated[float, typer.Option("--min-success", help="Success-rat
 ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Folder for CSV/JSON results.", rich_help_panel=_OUT)]
 PlotsDirOpt = Annotated[Path, typer.Option("--plots-dir", help="Folder for charts.", rich_help_panel=_OUT)]
 NoPlotOpt = Annotated[bool, typer.Option("--no-plot", metavar="", help="Skip the charts.", rich_help_panel=_OUT)]
+FailIfOpt = Annotated[
+    list[str] | None,
+    typer.Option("--fail-if", metavar="'COLUMN<OP>VALUE'", help="Exit 3 when any row matches, e.g. 'success_rate<0.99' or 'latency_p99_s>0.25' (repeatable; OP: < <= > >=). Results are written as usual.", rich_help_panel=_OUT, show_default=False),
+]
 LoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio or uvloop.", rich_help_panel=_REQ)]
 LoadLoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio, uvloop, or auto (uvloop for the fast engine, asyncio for aiohttp).", rich_help_panel=_REQ)]
 EngineOpt = Annotated[str, typer.Option("--engine", help="Load engine: fast (uvloop, httptools, a connection per worker) or aiohttp (the lab's AsyncHttpClient).", rich_help_panel=_REQ)]
@@ -217,6 +221,7 @@ def trap(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
     server_queue: SrvQueueOpt = 400,
@@ -249,7 +254,7 @@ def trap(
     from asyncbench.runner import run_load
 
     run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
-             level_list, run, loop)
+             level_list, run, loop, fail_if or [])
 
 
 @command("Experiments")
@@ -271,6 +276,7 @@ def semaphore(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
     server_queue: SrvQueueOpt = 400,
@@ -300,7 +306,7 @@ def semaphore(
     from asyncbench.runner import run_load
 
     run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
-             limit_list, run, loop)
+             limit_list, run, loop, fail_if or [])
 
 
 @command("Experiments")
@@ -325,6 +331,7 @@ def rate(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
     server_queue: SrvQueueOpt = 400,
@@ -361,7 +368,7 @@ def rate(
     from asyncbench.runner import run_rate
 
     run_rate(url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, slo_p99, settings,
-             rate_list, run, loop)
+             rate_list, run, loop, fail_if or [])
 
 
 def _parse_sizes(text: str) -> list[float]:
@@ -393,6 +400,7 @@ def pipeline(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
     server_queue: SrvQueueOpt = 400,
@@ -431,7 +439,7 @@ def pipeline(
     if output is not None:
         check_output_file(output, "--output")
     server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
-    run_pipeline(url, server, _outputs(results_dir, plots_dir, no_plot), req, _check_loop(loop))
+    run_pipeline(url, server, _outputs(results_dir, plots_dir, no_plot), req, _check_loop(loop), fail_if or [])
 
 
 @command("Experiments")
@@ -443,6 +451,7 @@ def threads(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
 ) -> None:
     """asyncio is one thread: concurrent, not parallel (Lab 2.1).
@@ -456,7 +465,7 @@ def threads(
     check_range("--sleep", sleep, 0, 10)
     check_range("--timeout", timeout, 0, low_inclusive=False)
     server = _server_config(server_latency, 100, 400, 0.0)
-    run_threads(url, server, _outputs(results_dir, plots_dir, no_plot), tasks, sleep, timeout)
+    run_threads(url, server, _outputs(results_dir, plots_dir, no_plot), tasks, sleep, timeout, fail_if or [])
 
 
 @command("Tools")
@@ -524,7 +533,7 @@ def main() -> None:
     try:
         check_utf8_args(sys.argv[1:])
         app()
-    except Interrupted as exc:
+    except (Interrupted, ObjectiveNotMet) as exc:  # not errors: the run was done (or kept)
         print(f"asyncbench: {exc}", file=sys.stderr)
         sys.exit(int(exc.exit_code))
     except AsyncbenchError as exc:

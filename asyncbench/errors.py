@@ -9,6 +9,7 @@ class ExitCode(IntEnum):
     OK = 0
     RUN_FAILED = 1  # the run could not be done: unreachable target, unwritable output, ...
     USAGE = 2  # bad usage or bad input
+    OBJECTIVE_NOT_MET = 3  # the run was done, and a threshold or objective failed
     INTERRUPTED = 130  # Ctrl-C, after saving what was measured
 
 
@@ -36,3 +37,10 @@ class Interrupted(AsyncbenchError):
     """Ctrl-C (or SIGTERM) stopped a run after what had finished was saved."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class ObjectiveNotMet(AsyncbenchError):
+    """The run was done and its results written, but a `--fail-if` threshold (or an objective)
+    failed: CI's "no"."""
+
+    exit_code = ExitCode.OBJECTIVE_NOT_MET

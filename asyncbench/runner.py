@@ -7,7 +7,7 @@ verdict); the session does the rest, the same way for every experiment.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,10 +79,14 @@ class LoadPlan:
     def metadata(self) -> dict[str, Any]:
         return {"engine": self.spec.engine}
 
-    def columns(self) -> list[str]:
+    @property
+    def row_type(self) -> type:
         from asyncbench.metrics import LevelStats
 
-        return LevelStats.columns()
+        return LevelStats
+
+    def columns(self) -> list[str]:
+        return [f.name for f in fields(self.row_type)]
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         return self._run(self.spec, steps)
@@ -126,9 +130,10 @@ class LoadPlan:
 
 def run_load(experiment: Experiment, url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs,
              min_success: float, settings: dict[str, Any], levels: list[int],
-             run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str = "asyncio") -> None:
+             run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str = "asyncio",
+             fail_if: Sequence[str] = ()) -> None:
     """`trap` and `semaphore`: target, pre-flight, sweep, files, table, charts."""
-    session.run(LoadPlan(experiment, spec, min_success, settings, levels, run, loop), url, server, outputs)
+    session.run(LoadPlan(experiment, spec, min_success, settings, levels, run, loop), url, server, outputs, fail_if)
 
 
 # --- rate ---------------------------------------------------------------------------------------
@@ -150,10 +155,11 @@ class RatePlan(LoadPlan):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "slo_p99_s": self.slo_p99}
 
-    def columns(self) -> list[str]:
+    @property
+    def row_type(self) -> type:
         from asyncbench.rates import RateStats
 
-        return RateStats.columns()
+        return RateStats
 
     def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
         return f"{report.rate_line(result.stats)} ({done} of {self.total_steps} rates)", None
@@ -180,9 +186,10 @@ class RatePlan(LoadPlan):
 
 def run_rate(url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs, min_success: float,
              slo_p99: float | None, settings: dict[str, Any], rates: list[int],
-             run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str) -> None:
+             run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str,
+             fail_if: Sequence[str] = ()) -> None:
     """`rate`: target, pre-flight, one offered rate after another, files, table, charts."""
-    session.run(RatePlan(spec, min_success, slo_p99, settings, rates, run, loop), url, server, outputs)
+    session.run(RatePlan(spec, min_success, slo_p99, settings, rates, run, loop), url, server, outputs, fail_if)
 
 
 # --- pipeline ----------------------------------------------------------------------------------
@@ -259,8 +266,12 @@ class PipelinePlan:
     def metadata(self) -> dict[str, Any]:
         return {}
 
+    @property
+    def row_type(self) -> type:
+        return self.lab.PairResult
+
     def columns(self) -> list[str]:
-        return [f.name for f in fields(self.lab.PairResult)]
+        return [f.name for f in fields(self.row_type)]
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         req, lab = self.req, self.lab
@@ -305,9 +316,9 @@ class PipelinePlan:
 
 
 def run_pipeline(url: str | None, server: ServerConfig, outputs: Outputs, req: PipelineRequest,
-                 loop: str = "asyncio") -> None:
+                 loop: str = "asyncio", fail_if: Sequence[str] = ()) -> None:
     """Stream the input(s) through every (batch size, concurrency) pair; table, findings, charts."""
-    session.run(PipelinePlan(req, outputs.results_dir, url is None, loop), url, server, outputs)
+    session.run(PipelinePlan(req, outputs.results_dir, url is None, loop), url, server, outputs, fail_if)
 
 
 # --- threads -----------------------------------------------------------------------------------
@@ -348,8 +359,12 @@ class ThreadsPlan:
     def metadata(self) -> dict[str, Any]:
         return {}
 
+    @property
+    def row_type(self) -> type:
+        return self.lab.TaskRecord
+
     def columns(self) -> list[str]:
-        return [f.name for f in fields(self.lab.TaskRecord)]
+        return [f.name for f in fields(self.row_type)]
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         return self.lab.run(self.lab.ThreadsConfig(url=self.target_url, tasks=self.tasks, sleep=self.sleep,
@@ -383,9 +398,9 @@ class ThreadsPlan:
 
 
 def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: int, sleep: float,
-                timeout: float) -> None:
+                timeout: float, fail_if: Sequence[str] = ()) -> None:
     """The four phases; a table per phase as it finishes, the summary, the verdict, the timeline."""
-    session.run(ThreadsPlan(tasks, sleep, timeout), url, server, outputs)
+    session.run(ThreadsPlan(tasks, sleep, timeout), url, server, outputs, fail_if)
 
 
 # --- plot --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asyncbench import report, signals
-from asyncbench.errors import Interrupted, OutputError, TargetError
+from asyncbench.errors import Interrupted, ObjectiveNotMet, OutputError, TargetError
 from asyncbench.options import check_target_url
 from asyncbench.redact import redact_text, redact_url
 from asyncbench.results import ResultsWriter, run_metadata
@@ -217,6 +217,10 @@ class Plan(Protocol):
     def metadata(self) -> dict[str, Any]:
         """Fields of the sidecar besides the settings (the engine)."""
 
+    @property
+    def row_type(self) -> type:
+        """The dataclass of a CSV row (its fields are the columns)."""
+
     def columns(self) -> list[str]:
         """The results CSV's columns."""
 
@@ -246,6 +250,7 @@ class Steps:
         self.progress = progress
         self.console = console
         self.results: list[Any] = []
+        self.rows: list[dict[str, Any]] = []  # as written, for the thresholds
 
     def started(self, description: str, total: int, done: Callable[[], int]) -> None:
         """A step began: `total` units of work, `done()` how many are finished (polled)."""
@@ -256,6 +261,7 @@ class Steps:
         """A step finished: write it at once, so that nothing measured is lost."""
         for row in self.plan.rows(result):
             self.writer.write_row(row)
+            self.rows.append(row)
         quantiles = self.plan.quantiles(result)
         if quantiles is not None:
             self.writer.write_quantiles(*quantiles)
@@ -269,8 +275,12 @@ class Steps:
             print(f"asyncbench: {line}", file=sys.stderr, flush=True)
 
 
-def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs) -> None:
-    """Run one experiment from start to charts; raises Interrupted after keeping what finished."""
+def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fail_if: Sequence[str] = ()) -> None:
+    """Run one experiment from start to charts; raises Interrupted after keeping what finished,
+    ObjectiveNotMet (exit 3) when a `--fail-if` threshold failed."""
+    from asyncbench import thresholds as limits
+
+    checks = limits.parse(fail_if, plan.row_type)
     prepare(url, outputs)
     console = report.make_console()
     plan.check(console)
@@ -288,13 +298,21 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs) -> 
             target_name = "embedded server" if url is None else redact_url(spec.url)
             title = f"{experiment.name}: {target_name}"
             conclusion = plan.conclude(steps.results, interrupted, title)
+            keys = experiment.row_keys
+            failures = limits.evaluate(checks, steps.rows, lambda row: ", ".join(f"{k} {row[k]}" for k in keys))
             writer.write_metadata(
                 status="interrupted" if interrupted else "complete",
                 finished_at=datetime.now().isoformat(timespec="seconds"),
                 **conclusion.metadata,
+                **({"thresholds": limits.summary(checks)} if checks else {}),
             )
             for renderable in conclusion.renderables:
                 console.print(renderable)
+            for line in failures:
+                console.print(f"threshold failed: {line}", style="bold red", markup=False, highlight=False)
     finish(console, writer, conclusion.files, outputs.plots_dir, bool(steps.results), interrupted,
            f"{experiment.step}s", conclusion.min_success)
+    if failures:
+        failed = [t.text for t in checks if t.failed]
+        raise ObjectiveNotMet(f"{len(failed)} of {len(checks)} --fail-if thresholds failed: {', '.join(failed)}")
 

@@ -23,7 +23,8 @@ class Experiment:
     `LevelStats`) have a sweet spot and can be overlaid and compared; `queue_wait` says
     requests wait for a slot in the client (the wait is shown and charted); `collapses` says
     goodput falls above the sweet spot (the verdict says where). `charts` draws a run's charts.
-    `completed_key` is the sidecar's count of finished steps ("levels_completed").
+    `completed_key` is the sidecar's count of finished steps ("levels_completed"); `row_keys`
+    the columns that name a row in messages ("level 1000").
     """
 
     name: str
@@ -37,6 +38,7 @@ class Experiment:
     load_sweep: bool = False
     queue_wait: bool = False
     collapses: bool = False
+    row_keys: tuple[str, ...] = ("level",)
 
 
 LOAD_REQUIRED = (

@@ -40,6 +40,7 @@ EXPERIMENT = Experiment(
     required=("experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
               "throughput_cps", "peak_traced_mb", "peak_rss_mb"),
     sort_by=("input_mb", "batch_size", "concurrency"), charts=_charts,
+    row_keys=("input_mb", "batch_size", "concurrency"),
 )
 
 _perf = time.perf_counter

@@ -39,7 +39,7 @@ def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
 EXPERIMENT = Experiment(
     name="threads", completed_key="phases_completed", step="phase",
     required=("experiment", "phase", "task_id", "thread_name", "start_s", "end_s"), sort_by=(),
-    charts=_charts,
+    charts=_charts, row_keys=("phase", "task_id"),
 )
 
 PHASES = ("concurrent", "blocking", "nonblocking", "to_thread")

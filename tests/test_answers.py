@@ -1,0 +1,55 @@
+"""Answers for CI: `--fail-if` thresholds (exit 3 naming the row, the column, the value)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import read_csv, result_files, run_cli
+
+
+def test_a_trap_that_collapses_fails_its_threshold_naming_the_level(start_server, tmp_path):
+    # Capacity 10 and no queue: the burst of 40 is shed beyond 10, the burst of 5 is not.
+    url = start_server(latency=0.2, capacity=10, queue=0)
+    out = run_cli("trap", url, "--levels", "5,40", "--cooldown", "0", "--no-plot", "--fail-if", "success_rate<0.99",
+                  "--fail-if", "latency_p50_s>30", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 3, out.stderr
+    said = " ".join(out.stdout.split())
+    assert "threshold failed: --fail-if success_rate<0.99: level 40 has success_rate = 0.25" in said
+    assert "level 5 has" not in said
+    assert "1 of 2 --fail-if thresholds failed: success_rate<0.99" in out.stderr
+    csv_path, json_path, _ = result_files(tmp_path / "r", "trap")
+    assert [r["level"] for r in read_csv(csv_path)] == ["5", "40"]  # results written as usual
+    meta = json.loads(json_path.read_text())
+    assert meta["status"] == "complete"
+    assert meta["thresholds"] == [{"expr": "success_rate<0.99", "failed": ["level 40"]},
+                                  {"expr": "latency_p50_s>30", "failed": []}]
+
+
+def test_thresholds_that_hold_exit_0(fast_server, tmp_path):
+    out = run_cli("semaphore", fast_server, "--limits", "2", "--requests", "20", "--no-plot",
+                  "--fail-if", "success_rate<1", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    meta = json.loads(result_files(tmp_path / "r", "semaphore")[1].read_text())
+    assert meta["thresholds"] == [{"expr": "success_rate<1", "failed": []}]
+
+
+def test_every_experiment_takes_thresholds_and_names_its_rows(tmp_path):
+    out = run_cli("pipeline", "--generate-mb", "0.01", "--concurrency", "4", "--cooldown", "0", "--no-plot",
+                  "--fail-if", "success_rate<=1", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 3, out.stderr
+    meta = json.loads(result_files(tmp_path / "r", "pipeline")[1].read_text())
+    assert meta["thresholds"][0]["failed"] == ["input_mb 0.01, batch_size 50, concurrency 4"]
+
+
+@pytest.mark.parametrize(("expr", "named"), [
+    ("success_rate", "'success_rate'"),
+    ("succes_rate<0.99", "'succes_rate'"),
+    ("error_statuses>1", "'error_statuses'"),  # a column, but not a number
+    ("success_rate<high", "'high'"),
+    ("success_rate<nan", "'nan'"),
+])
+def test_bad_thresholds_are_named_before_anything_runs(expr, named, tmp_path):
+    out = run_cli("trap", "--fail-if", expr, "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
