@@ -151,12 +151,28 @@ def _sweet(ax: Axes, run: Run) -> None:
     _mark_sweet(ax, sweet_level(run), reliable=reliable)
 
 
+def _usl_curve(ax: Axes, run: Run) -> None:
+    """The Universal Scalability Law fitted to the goodput (the sidecar's `usl`), if any."""
+    fit = run.meta.get("usl")
+    if not isinstance(fit, dict):
+        return
+    try:
+        lam, sigma, kappa, r2 = (float(fit[k]) for k in ("lambda_rps", "sigma", "kappa", "r2"))
+    except (KeyError, TypeError, ValueError):
+        return
+    levels = run.frame["level"]
+    n = np.geomspace(max(float(levels.min()), 1e-9), float(levels.max()), 200)
+    ax.plot(n, lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1)), color=GREEN, linewidth=1.2, alpha=0.8,
+            label=f"USL fit to goodput (R² {r2:.2f})")
+
+
 def throughput_chart(run: Run, out_dir: Path, axis_label: str) -> Path:
     """Throughput (every outcome) and goodput (successes) against the level."""
     df = run.frame
     fig, ax = plt.subplots()
     ax.plot(df["level"], df["throughput_rps"], marker="o", color=BLUE, label="throughput (all responses)")
     ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
+    _usl_curve(ax, run)
     _mark_client_limited(ax, df, df["throughput_rps"])
     _sweet(ax, run)
     _level_axis(ax, df["level"], axis_label)
@@ -459,6 +475,7 @@ def rate_achieved_chart(run: Run, out_dir: Path) -> Path:
     ax.plot([lo, hi], [lo, hi], color="#999999", linestyle=":", linewidth=1, label="offered")
     ax.plot(df["level"], df["achieved_rps"], marker="o", color=BLUE, label="sent (achieved)")
     ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
+    _usl_curve(ax, run)
     _mark_client_limited(ax, df, df["achieved_rps"])
     _sweet(ax, run)
     _level_axis(ax, df["level"], "offered rate (requests per second)")

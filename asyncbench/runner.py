@@ -122,10 +122,22 @@ class LoadPlan:
             report.level_table(rows, sweet, title, step, experiment.queue_wait),
             report.verdict(rows, sweet, experiment.verdict_word, self.min_success, experiment.collapses),
         ]
+        shown += _usl(rows, metadata)
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)
         return Conclusion(metadata, shown, min_success=self.min_success)
+
+
+def _usl(rows: Sequence[Any], metadata: dict[str, Any]) -> list[RenderableType]:
+    """The USL fitted to a sweep's goodput: into the sidecar's `usl`, and a line to print."""
+    from rich.text import Text
+
+    from asyncbench import usl
+
+    fit = usl.fit([r.level for r in rows], [r.goodput_rps for r in rows])
+    metadata["usl"] = None if fit is None else fit.to_dict()
+    return [] if fit is None else [Text(fit.describe(), style="yellow" if fit.r2 < usl.POOR_R2 else "")]
 
 
 def run_load(experiment: Experiment, url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs,
@@ -178,6 +190,7 @@ class RatePlan(LoadPlan):
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} rate{'s' if len(rows) != 1 else ''}"
         shown: list[RenderableType] = [report.rate_table(rows, sweet, title),
                                        report.rate_verdict(rows, sweet, self.min_success, self.slo_p99)]
+        shown += _usl(rows, metadata)
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)

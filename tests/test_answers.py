@@ -53,3 +53,34 @@ def test_bad_thresholds_are_named_before_anything_runs(expr, named, tmp_path):
     out = run_cli("trap", "--fail-if", expr, "--results-dir", str(tmp_path / "r"))
     assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_usl_fit_recovers_a_known_curve_and_says_when_it_cannot():
+    from asyncbench import usl
+
+    levels = [1, 2, 4, 8, 16, 32, 64, 128]
+    goodput = [100 * n / (1 + 0.05 * (n - 1) + 0.001 * n * (n - 1)) for n in levels]
+    fit = usl.fit(levels, goodput)
+    assert fit is not None
+    assert fit.sigma == pytest.approx(0.05, rel=1e-6) and fit.kappa == pytest.approx(0.001, rel=1e-6)
+    assert fit.lambda_rps == pytest.approx(100, rel=1e-6) and fit.r2 == pytest.approx(1.0)
+    assert fit.peak_level == pytest.approx((0.95 / 0.001) ** 0.5)
+    assert "predicted peak 31 at 904 req/s" in fit.describe()
+    # Still climbing in a straight line: no peak to predict.
+    linear = usl.fit([1, 2, 4, 8], [10, 20, 40, 80])
+    assert linear is not None and linear.peak_level is None and "no peak in sight" in linear.describe()
+    # A zigzag no scalability curve explains.
+    poor = usl.fit([1, 2, 4, 8, 16], [100, 10, 100, 10, 100])
+    assert poor is None or "a poor fit" in poor.describe()
+    assert usl.fit([1, 2, 4], [1, 2, 4]) is None  # fewer than 4 levels: no fit
+
+
+def test_a_sweep_of_four_levels_reports_its_usl(start_server, tmp_path):
+    url = start_server(latency=0.02, capacity=40, queue=1000)
+    out = run_cli("semaphore", url, "--limits", "5,10,20,40,80", "--requests", "400", "--cooldown", "0",
+                  "--results-dir", str(tmp_path / "r"), "--plots-dir", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    meta = json.loads(result_files(tmp_path / "r", "semaphore")[1].read_text())
+    assert set(meta["usl"]) >= {"lambda_rps", "sigma", "kappa", "r2", "peak_level", "peak_rps"}
+    assert "USL fit: σ" in out.stdout
+    assert list((tmp_path / "p").glob("semaphore-*-throughput.png"))
