@@ -481,6 +481,25 @@ def plot(
 
 
 @command("Tools")
+def compare(
+    baseline: Annotated[Path, typer.Argument(metavar="BASELINE", help="Results CSV of the run to compare against.", show_default=False)],
+    candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="Results CSV of the new run.", show_default=False)],
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Changes smaller than this fraction are no change.")] = 0.05,
+    fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", metavar="", help="Exit 3 when a level got worse.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the chart.")] = Path("plots"),
+    no_plot: NoPlotOpt = False,
+) -> None:
+    """Compare two runs of a sweep level by level: goodput, p50 and p99, better, worse or no change.
+
+    A change counts only beyond the tolerance and beyond the runs' own spread (their rounds).
+    """
+    from asyncbench.runner import compare_runs
+
+    check_range("--tolerance", tolerance, 0, 10)
+    compare_runs(baseline, candidate, tolerance, None if no_plot else out, fail_on_regression)
+
+
+@command("Tools")
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 8080,

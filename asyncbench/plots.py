@@ -491,3 +491,28 @@ def rate_charts(run: Run, out_dir: Path) -> list[Path]:
     paths = [rate_latency_chart(run, out_dir), rate_achieved_chart(run, out_dir)]
     dist = distribution_chart(run, out_dir, "rate")
     return paths + ([dist] if dist else [])
+
+
+def compare_chart(base: Run, cand: Run, out_dir: Path, name: str, axis_label: str) -> Path:
+    """Baseline and candidate on the same axes: goodput, and p50/p99 latency, by level."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for run, color, label, style in ((base, BLUE, "baseline", "-"), (cand, VERMILLION, "candidate", "--")):
+        df = run.frame
+        left.plot(df["level"], df["goodput_rps"], marker="o", color=color, linestyle=style, label=f"{label}: {run.stem}")
+        right.plot(df["level"], df["latency_p50_s"] * 1000, marker="o", color=color, linestyle=style,
+                   label=f"{label} p50")
+        right.plot(df["level"], df["latency_p99_s"] * 1000, marker="^", color=color, linestyle=":",
+                   label=f"{label} p99")
+    levels = [*base.frame["level"], *cand.frame["level"]]
+    for ax in (left, right):
+        _level_axis(ax, levels, axis_label)
+    left.set_ylabel("goodput (req/s)")
+    left.set_ylim(bottom=0)
+    _plain_y(left)
+    right.set_ylabel("latency (ms)")
+    _log_y(right)
+    left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8)
+    right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.suptitle("Baseline vs candidate", fontsize=12, fontweight="bold", x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return _save(fig, out_dir, name)

@@ -460,3 +460,31 @@ def rate_verdict(rows: Sequence[Any], sweet: Any | None, min_success: float, slo
         if why:
             line.append(f"\nat {r.offered_rps:,.0f}/s: {', '.join(why)}", style="yellow")
     return line
+
+
+# --- compare ---------------------------------------------------------------------------------------
+
+
+def compare_table(levels: Sequence[Any], title: str, step: str = "level") -> FitTable:
+    """Per shared level: goodput, p50 and p99 in both runs with the change, and the verdict."""
+    from asyncbench.compare import METRICS
+
+    table = _table(title)
+    table.add_column(step, justify="right")
+    for _, name, _ in METRICS:
+        unit = "req/s" if name == "goodput" else "ms"
+        table.add_column(f"{name} base\n{unit}", justify="right")
+        table.add_column(f"{name} new\n{unit}", justify="right")
+        table.add_column("change\n%", justify="right")
+    table.add_column("verdict", justify="left")
+    for lv in levels:
+        cells = [f"{lv.level:,}"]
+        for change in lv.changes:
+            show = fmt_rate if change.metric == "goodput_rps" else fmt_ms
+            mark = {"better": " +", "worse": " !"}.get(change.verdict, "")
+            cells += [show(change.base), show(change.cand), f"{change.relative * 100:+.1f}{mark}"]
+        style = {"worse": "red", "better": "green"}.get(lv.verdict)
+        table.add_row(*cells, lv.verdict, style=style)
+    table.caption = ("a change counts beyond the tolerance and beyond the runs' own spread (their rounds); "
+                     "! worse, + better")
+    return table

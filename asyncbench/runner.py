@@ -116,6 +116,7 @@ class LoadPlan:
             },
             "client_limited_levels": [r.level for r in rows if r.client_limited],
             "warnings": notes,
+            "rounds": {str(r.stats.level): r.rounds for r in results},
         }
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} {step}{'s' if len(rows) != 1 else ''}"
         shown: list[RenderableType] = [
@@ -460,3 +461,54 @@ def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     console.print(f"wrote {len(written)} charts:")
     for path in written:
         console.print(f"  {path}", soft_wrap=True)
+
+
+# --- compare -------------------------------------------------------------------------------------
+
+
+def compare_runs(baseline: Path, candidate: Path, tolerance: float, out: Path | None, fail_on_regression: bool) -> None:
+    """Two results files of a sweep, level by level; ObjectiveNotMet (exit 3) on a regression
+    when asked to fail on one."""
+    from asyncbench import compare
+    from asyncbench.errors import ObjectiveNotMet, UsageError
+    from asyncbench.experiments import read_run, registry
+
+    runs = []
+    for path, name in ((baseline, "BASELINE"), (candidate, "CANDIDATE")):
+        if not path.is_file():
+            raise UsageError(f"{name} {str(path)!r} is not a file")
+        try:
+            runs.append(read_run(path))
+        except OutputError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+    base, cand = runs
+    experiments = registry()
+    for run, name in ((base, "BASELINE"), (cand, "CANDIDATE")):
+        if not experiments[run.experiment].load_sweep:
+            raise UsageError(f"{name} {str(run.csv_path)!r} is a {run.experiment} run: compare takes sweeps "
+                             "(trap, semaphore, rate)")
+    console = report.make_console()
+    if base.experiment != cand.experiment:
+        console.print(f"[yellow]warning: comparing a {base.experiment} run with a {cand.experiment} run[/]")
+    levels = compare.compare(base.frame.to_dict("records"), cand.frame.to_dict("records"),
+                             base.meta.get("rounds") or {}, cand.meta.get("rounds") or {}, tolerance)
+    if not levels:
+        raise UsageError(f"the two runs share no level (baseline: {sorted(base.frame['level'])}, "
+                         f"candidate: {sorted(cand.frame['level'])})")
+    experiment = experiments[cand.experiment]
+    console.print(report.compare_table(levels, f"{base.stem} → {cand.stem} (tolerance {tolerance * 100:g} %)",
+                                       experiment.step))
+    verdict = compare.overall(levels)
+    worse = [lv.level for lv in levels if lv.verdict == "worse"]
+    line = {"worse": f"worse: the candidate regressed at {experiment.step} {', '.join(f'{v:,}' for v in worse)}",
+            "better": "better: the candidate improved and regressed nowhere",
+            "no change": "no change: every difference is within the tolerance or the runs' own spread"}[verdict]
+    console.print(line, style={"worse": "bold red", "better": "bold green"}.get(verdict, "bold"))
+    if out is not None:
+        check_output_dir(out, "--out")
+        from asyncbench.plots import compare_chart
+
+        path = compare_chart(base, cand, out, f"compare-{base.stem}-vs-{cand.stem}", experiment.axis_label)
+        console.print(f"chart:   {path}", soft_wrap=True)
+    if fail_on_regression and verdict == "worse":
+        raise ObjectiveNotMet(f"regression at {experiment.step} {', '.join(f'{v:,}' for v in worse)}")

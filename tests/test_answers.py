@@ -84,3 +84,37 @@ def test_a_sweep_of_four_levels_reports_its_usl(start_server, tmp_path):
     assert set(meta["usl"]) >= {"lambda_rps", "sigma", "kappa", "r2", "peak_level", "peak_rps"}
     assert "USL fit: σ" in out.stdout
     assert list((tmp_path / "p").glob("semaphore-*-throughput.png"))
+
+
+def _sweep(url: str, folder) -> str:
+    out = run_cli("semaphore", url, "--limits", "5,10,20", "--requests", "200", "--rounds", "2", "--cooldown", "0",
+                  "--no-plot", "--results-dir", str(folder))
+    assert out.returncode == 0, out.stderr
+    return str(result_files(folder, "semaphore")[0])
+
+
+def test_compare_tells_a_regression_from_noise(start_server, tmp_path):
+    same = start_server(latency=0.05, capacity=100, queue=100)
+    baseline = _sweep(same, tmp_path / "a")
+    again = _sweep(same, tmp_path / "b")
+    slower = _sweep(start_server(latency=0.1, capacity=100, queue=100), tmp_path / "c")
+    meta = json.loads((tmp_path / "a" / (result_files(tmp_path / "a", "semaphore")[0].stem + ".json")).read_text())
+    assert len(meta["rounds"]["5"]) == 2  # every round's figures are kept for this
+    out = run_cli("compare", baseline, again, "--fail-on-regression", "--out", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no change: every difference is within the tolerance" in " ".join(out.stdout.split())
+    assert list((tmp_path / "p").glob("compare-*.png"))
+    out = run_cli("compare", baseline, slower, "--no-plot")
+    assert out.returncode == 0 and "worse: the candidate regressed at limit 5, 10, 20" in out.stdout
+    out = run_cli("compare", baseline, slower, "--fail-on-regression", "--no-plot")
+    assert out.returncode == 3 and "regression at limit 5, 10, 20" in out.stderr
+
+
+def test_compare_refuses_what_it_cannot_compare(tmp_path):
+    missing = run_cli("compare", str(tmp_path / "none.csv"), str(tmp_path / "none2.csv"))
+    assert missing.returncode == 2 and "none.csv" in missing.stderr
+    threads = run_cli("threads", "--tasks", "2", "--sleep", "0.01", "--no-plot", "--results-dir", str(tmp_path / "t"))
+    assert threads.returncode == 0
+    [path] = [p for p in (tmp_path / "t").glob("threads-*.csv")]
+    out = run_cli("compare", str(path), str(path))
+    assert out.returncode == 2 and "compare takes sweeps" in out.stderr and "Traceback" not in out.stderr

@@ -40,10 +40,12 @@ class RequestSpec:
 
 @dataclass
 class LevelResult:
-    """A finished level: its row and its latency quantiles."""
+    """A finished level: its row, its latency quantiles, and each round's own figures (goodput,
+    p50, p99: what `compare` needs to tell a change from the runs' own spread)."""
 
     stats: LevelStats
     quantiles: list[tuple[float, float]]
+    rounds: list[dict[str, float]] = field(default_factory=list)
 
 
 async def run_round(
@@ -98,10 +100,16 @@ async def run_sweep(
             first = False
             facts.append(await run_round(spec, level, total, bounded, recorder))
         stats = summarize(experiment.name, level, list(zip(recorders, facts, strict=True)))
-        result = LevelResult(stats, latency_quantiles(recorders))
+        result = LevelResult(stats, latency_quantiles(recorders), [round_figures(r) for r in recorders])
         results.append(result)
         events.finished(result)
     return results
+
+
+def round_figures(rec: LevelRecorder) -> dict[str, float]:
+    """One round's goodput, p50 and p99."""
+    return {"goodput_rps": rec.successes / rec.elapsed_s if rec.elapsed_s else 0.0,
+            "latency_p50_s": rec.latency.quantile(0.5), "latency_p99_s": rec.latency.quantile(0.99)}
 
 
 @dataclass
