@@ -371,6 +371,57 @@ def rate(
              rate_list, run, loop, fail_if or [])
 
 
+@command("Experiments")
+def find(
+    url: UrlArg = None,
+    slo_p99: Annotated[float, typer.Option("--slo-p99", help="The objective: p99 latency at most this, seconds.", show_default=False)] = ...,  # type: ignore[assignment]
+    min_success: MinSuccessOpt = 0.99,
+    mode: Annotated[str, typer.Option("--mode", help="What to raise: concurrency (requests in flight, as semaphore) or rate (requests per second, as rate).")] = "concurrency",
+    max_level: Annotated[int, typer.Option("--max", help="The highest level to probe.")] = 10_000,
+    probe_duration: Annotated[float, typer.Option("--probe-duration", help="Seconds each probe runs, about.")] = 3.0,
+    max_in_flight: Annotated[int, typer.Option("--max-in-flight", help="With --mode rate: requests out at once at most.")] = 10_000,
+    timeout: TimeoutOpt = 10.0,
+    method: MethodOpt = "GET",
+    header: HeaderOpt = None,
+    data: DataOpt = None,
+    retries: RetriesOpt = 0,
+    cooldown: CooldownOpt = 1.0,
+    engine: EngineOpt = "fast",
+    insecure: InsecureOpt = False,
+    loop: LoadLoopOpt = "auto",
+    results_dir: ResultsDirOpt = Path("results"),
+    plots_dir: PlotsDirOpt = Path("plots"),
+    no_plot: NoPlotOpt = False,
+    fail_if: FailIfOpt = None,
+    server_latency: SrvLatencyOpt = 0.05,
+    server_capacity: SrvCapacityOpt = 100,
+    server_queue: SrvQueueOpt = 400,
+    server_error_rate: SrvErrorRateOpt = 0.0,
+) -> None:
+    """The most load the target sustains within an objective (p99, success rate).
+
+    Doubles the level until a probe misses the objective, then bisects until the answer is
+    bracketed to 10 %; every probe is kept as evidence. Exit 3 when no level meets it.
+    """
+    from asyncbench.experiments import find as experiment
+
+    check_range("--slo-p99", slo_p99, 0, low_inclusive=False)
+    if mode not in experiment.MODES:
+        raise UsageError(f"invalid --mode {mode!r}: expected {' or '.join(experiment.MODES)}")
+    check_range("--max", max_level, 1, 1_000_000)
+    check_range("--probe-duration", probe_duration, 0, 600, low_inclusive=False)
+    check_range("--max-in-flight", max_in_flight, 1, 1_000_000)
+    spec, server, loop = _load_setup(1, cooldown, timeout, method, header, data, retries, engine, insecure,
+                                     loop, min_success,
+                                     server_latency, server_capacity, server_queue, server_error_rate)
+    config = experiment.FindConfig(spec, slo_p99, min_success, mode, max_level, probe_duration, max_in_flight, cooldown)
+    settings = {"mode": mode, "max": max_level, "probe_duration_s": probe_duration, "max_in_flight": max_in_flight,
+                "cooldown_s": cooldown}
+    from asyncbench.runner import run_find
+
+    run_find(url, spec, server, _outputs(results_dir, plots_dir, no_plot), settings, config, loop, fail_if or [])
+
+
 def _parse_sizes(text: str) -> list[float]:
     sizes: list[float] = []
     for item in text.split(","):

@@ -516,3 +516,32 @@ def compare_chart(base: Run, cand: Run, out_dir: Path, name: str, axis_label: st
     fig.suptitle("Baseline vs candidate", fontsize=12, fontweight="bold", x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return _save(fig, out_dir, name)
+
+
+def find_chart(run: Run, out_dir: Path) -> Path:
+    """The probes of a search: p99 by level probed, met or missed, with the objective drawn."""
+    df = run.frame
+    fig, ax = plt.subplots()
+    passed = df["passed"].astype(str).str.lower() == "true"
+    ax.plot(df["level"], df["latency_p99_s"] * 1000, color="#999999", linestyle=":", linewidth=1)
+    ax.scatter(df["level"][passed], df["latency_p99_s"][passed] * 1000, marker="o", color=GREEN, s=50,
+               zorder=3, label="met the objective")
+    ax.scatter(df["level"][~passed], df["latency_p99_s"][~passed] * 1000, marker="X", color=VERMILLION, s=60,
+               zorder=3, label="missed it")
+    for i, (x, y) in enumerate(zip(df["level"], df["latency_p99_s"] * 1000, strict=True), 1):
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="#444444")
+    slo = run.meta.get("config", {}).get("slo_p99_s")
+    if isinstance(slo, (int, float)):
+        ax.axhline(slo * 1000, color=VERMILLION, linestyle="--", linewidth=1, label=f"--slo-p99 ({slo * 1000:g} ms)")
+    result = run.meta.get("result")
+    if isinstance(result, dict) and "level" in result:
+        ax.axvline(int(result["level"]), color=GREEN, linestyle=":", linewidth=1.5,
+                   label=f"found: {int(result['level']):,}")
+    mode = run.meta.get("config", {}).get("mode", "concurrency")
+    _level_axis(ax, df["level"], "offered rate (requests per second)" if mode == "rate"
+                else "concurrency (requests in flight)")
+    ax.set_ylabel("p99 latency (ms)")
+    _log_y(ax)
+    ax.legend(loc="upper left", fontsize=9)
+    _title(fig, "The search: probes in order", run)
+    return _save(fig, out_dir, f"{run.stem}-probes")

@@ -488,3 +488,23 @@ def compare_table(levels: Sequence[Any], title: str, step: str = "level") -> Fit
     table.caption = ("a change counts beyond the tolerance and beyond the runs' own spread (their rounds); "
                      "! worse, + better")
     return table
+
+
+# --- find ------------------------------------------------------------------------------------------
+
+
+def find_table(rows: Sequence[Any], best: Any | None, title: str, unit: str) -> FitTable:
+    """Every probe in the order it ran: its level, goodput, p50, p99, success, and the judgement."""
+    table = _table(title)
+    table.add_column("#", justify="right")
+    table.add_column(f"level\n{unit}", justify="right")
+    for header in ("goodput\nreq/s", "p50\nms", "p99\nms", "ok\n%"):
+        table.add_column(header, justify="right")
+    table.add_column("objective", justify="left", wrap=True)
+    for i, r in enumerate(rows, 1):
+        is_best = best is not None and r is best
+        table.add_row(str(i), _row_name(f"{r.level:,}", is_best, r.client_limited), fmt_rate(r.goodput_rps),
+                      fmt_ms(r.latency_p50_s), fmt_ms(r.latency_p99_s), fmt_pct(r.success_rate),
+                      "met" if r.passed else f"missed: {r.reason}",
+                      style="bold green" if is_best else (None if r.passed else "red"))
+    return table

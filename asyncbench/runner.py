@@ -206,6 +206,87 @@ def run_rate(url: str | None, spec: RequestSpec, server: ServerConfig, outputs: 
     session.run(RatePlan(spec, min_success, slo_p99, settings, rates, run, loop), url, server, outputs, fail_if)
 
 
+# --- find ---------------------------------------------------------------------------------------
+
+
+class FindPlan(LoadPlan):
+    """The search for the most load within an objective: a row per probe, in the order run."""
+
+    def __init__(self, spec: RequestSpec, settings: dict[str, Any], config: Any, loop: str) -> None:
+        from asyncbench.experiments import find
+
+        self.lab = find
+        self.find_config = config
+        super().__init__(find.EXPERIMENT, spec, config.min_success, settings, [config.max_level],
+                         lambda spec, steps: find.run(config, steps), loop)
+        self.total_steps = find.most_probes(config.max_level)
+
+    def check(self, console: Console) -> None:
+        cfg = self.find_config
+        probes = self.total_steps
+        console.print(f"find: at most {probes} probes of about {cfg.probe_duration:g} s each, {cfg.cooldown:g} s "
+                      f"apart (up to ~{probes * (cfg.probe_duration + cfg.cooldown):,.0f} s), "
+                      f"levels 1 to {cfg.max_level:,}", soft_wrap=True)
+        if cfg.mode == "concurrency":
+            super().check(console)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "slo_p99_s": self.find_config.slo_p99}
+
+    @property
+    def row_type(self) -> type:
+        return self.lab.RateProbe if self.find_config.mode == "rate" else self.lab.ConcurrencyProbe
+
+    def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
+        r = result.stats
+        unit = "/s" if self.find_config.mode == "rate" else ""
+        verdict = "met" if r.passed else f"missed: {r.reason}"
+        return (f"probe {done}: level {r.level:,}{unit}: goodput {report.fmt_rate(r.goodput_rps)} req/s, "
+                f"p99 {report.fmt_ms(r.latency_p99_s)} ms, {report.fmt_pct(r.success_rate)} % ok — {verdict}"), None
+
+    def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
+        from rich.text import Text
+
+        cfg = self.find_config
+        best = self.lab.answer(results)
+        rows = [r.stats for r in results]
+        objective = f"p99 ≤ {cfg.slo_p99 * 1000:g} ms at ≥ {cfg.min_success * 100:g} % success"
+        unit = "req/s" if cfg.mode == "rate" else "in flight"
+        metadata = {
+            "result": None if best is None else {"level": best.stats.level, "goodput_rps": best.stats.goodput_rps,
+                                                 "latency_p99_s": best.stats.latency_p99_s},
+            "objective": objective,
+            "rounds": {},
+        }
+        title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} probes ({objective})"
+        shown: list[RenderableType] = [report.find_table(rows, None if best is None else best.stats, title, unit)]
+        missed = None
+        if best is None:
+            missed = f"no level met the objective ({objective})"
+            shown.append(Text(f"not found: {missed}; the lowest probe, {rows[0].level:,} {unit}, missed it: "
+                              f"{rows[0].reason}" if rows else f"not found: {missed}", style="bold red"))
+        else:
+            b = best.stats
+            above = [r for r in rows if r.level > b.level and not r.passed]
+            line = Text(f"found: {b.level:,} {unit} — the most that met {objective}: goodput "
+                        f"{report.fmt_rate(b.goodput_rps)} req/s, p99 {report.fmt_ms(b.latency_p99_s)} ms",
+                        style="bold green")
+            if above:
+                nearest = min(above, key=lambda r: r.level)
+                line.append(f"\n{nearest.level:,} {unit} missed it: {nearest.reason}", style="yellow")
+            elif b.level >= cfg.max_level:
+                line.append(f"\nstill met at --max {cfg.max_level:,}: the limit is higher", style="yellow")
+            shown.append(line)
+        return Conclusion(metadata, shown, min_success=cfg.min_success,
+                          objective_missed=None if interrupted else missed)
+
+
+def run_find(url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs, settings: dict[str, Any],
+             config: Any, loop: str, fail_if: Sequence[str] = ()) -> None:
+    """`find`: probe until the most load within the objective is bracketed to 10 %."""
+    session.run(FindPlan(spec, settings, config, loop), url, server, outputs, fail_if)
+
+
 # --- pipeline ----------------------------------------------------------------------------------
 
 

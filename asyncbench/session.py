@@ -192,6 +192,7 @@ class Conclusion:
     renderables: list[RenderableType]
     files: list[Path] = field(default_factory=list)
     min_success: float | None = None
+    objective_missed: str | None = None  # the run answered "no": exit 3, saying this
 
 
 class Plan(Protocol):
@@ -312,6 +313,8 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
                 console.print(f"threshold failed: {line}", style="bold red", markup=False, highlight=False)
     finish(console, writer, conclusion.files, outputs.plots_dir, bool(steps.results), interrupted,
            f"{experiment.step}s", conclusion.min_success)
+    if conclusion.objective_missed is not None:
+        raise ObjectiveNotMet(conclusion.objective_missed)
     if failures:
         failed = [t.text for t in checks if t.failed]
         raise ObjectiveNotMet(f"{len(failed)} of {len(checks)} --fail-if thresholds failed: {', '.join(failed)}")

@@ -118,3 +118,45 @@ def test_compare_refuses_what_it_cannot_compare(tmp_path):
     [path] = [p for p in (tmp_path / "t").glob("threads-*.csv")]
     out = run_cli("compare", str(path), str(path))
     assert out.returncode == 2 and "compare takes sweeps" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_find_brackets_the_most_concurrency_within_the_objective(start_server, tmp_path):
+    # 20 served at once for 50 ms each: past 20 in flight, requests queue and p99 doubles.
+    url = start_server(latency=0.05, capacity=20, queue=1000)
+    out = run_cli("find", url, "--slo-p99", "0.09", "--probe-duration", "0.5", "--cooldown", "0", "--max", "64",
+                  "--results-dir", str(tmp_path / "r"), "--plots-dir", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    csv_path, json_path, _ = result_files(tmp_path / "r", "find")
+    probes = read_csv(csv_path)
+    meta = json.loads(json_path.read_text())
+    found = meta["result"]["level"]
+    assert 16 <= found <= 21, probes
+    levels = [int(p["level"]) for p in probes]
+    assert levels[:5] == [1, 2, 4, 8, 16]  # doubling, then bisection
+    passed = {int(p["level"]): p["passed"] == "true" for p in probes}
+    above = [lv for lv, ok in passed.items() if not ok]
+    assert passed[found] and min(above) <= max(found * 1.1, found + 1)  # bracketed to 10 %
+    assert all(p["reason"].startswith("p99") for p in probes if p["passed"] == "false")
+    assert f"found: {found} in flight" in " ".join(out.stdout.split())
+    assert list((tmp_path / "p").glob("find-*-probes.png"))
+
+
+def test_find_exits_3_when_no_level_meets_the_objective(start_server, tmp_path):
+    url = start_server(latency=0.05, capacity=20, queue=1000)
+    out = run_cli("find", url, "--slo-p99", "0.01", "--probe-duration", "0.2", "--no-plot",
+                  "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 3, out.stderr
+    assert "no level met the objective" in out.stderr
+    [probe] = read_csv(result_files(tmp_path / "r", "find")[0])
+    assert probe["level"] == "1" and probe["passed"] == "false"
+    assert json.loads(result_files(tmp_path / "r", "find")[1].read_text())["result"] is None
+
+
+def test_find_by_rate(start_server, tmp_path):
+    url = start_server(latency=0.02, capacity=10, queue=1000)  # 500 req/s at most
+    out = run_cli("find", url, "--mode", "rate", "--slo-p99", "0.1", "--probe-duration", "0.5", "--cooldown", "0",
+                  "--max", "2000", "--no-plot", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    meta = json.loads(result_files(tmp_path / "r", "find")[1].read_text())
+    assert 128 <= meta["result"]["level"] <= 560
+    assert "offered_rps" in read_csv(result_files(tmp_path / "r", "find")[0])[0]

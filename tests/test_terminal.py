@@ -15,6 +15,7 @@ COMMANDS = {
     "pipeline": ["pipeline", "--generate-mb", "0.02", "--concurrency", "5,10", "--cooldown", "0"],
     "threads": ["threads", "--tasks", "2", "--sleep", "0.01"],
     "rate": ["rate", "--rates", "20,40", "--duration", "0.5", "--cooldown", "0"],
+    "find": ["find", "--slo-p99", "1", "--max", "4", "--probe-duration", "0.2", "--cooldown", "0"],
 }
 
 

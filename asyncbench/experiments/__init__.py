@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 
 def registry() -> dict[str, Experiment]:
     """Every experiment by name (imported on first use: `plot` needs no client)."""
-    from asyncbench.experiments import pipeline, rate, semaphore, threads, trap
+    from asyncbench.experiments import find, pipeline, rate, semaphore, threads, trap
 
     return {e.name: e for e in (threads.EXPERIMENT, trap.EXPERIMENT, semaphore.EXPERIMENT, rate.EXPERIMENT,
-                                pipeline.EXPERIMENT)}
+                                find.EXPERIMENT, pipeline.EXPERIMENT)}
 
 
 def read_run(csv_path: Path) -> Run:

@@ -1,0 +1,162 @@
+"""`find`: the most load the target sustains within an objective (p99 and success rate).
+
+Exponential search up (1, 2, 4, ...) until a probe fails or `--max` is reached, then bisection
+(at the geometric middle) until the bracket is within 10 %. Each probe is a short steady run:
+`level` requests kept in flight (`--mode concurrency`, as the semaphore) or `level` requests a
+second on a schedule (`--mode rate`, as `rate`). Every probe is kept as evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
+from asyncbench.experiments.load import RequestSpec, run_round
+from asyncbench.metrics import LevelRecorder, LevelStats, latency_quantiles, summarize
+from asyncbench.rates import RateRecorder, RateStats
+
+MODES = ("concurrency", "rate")
+BRACKET = 1.10  # the search stops when the failing level is within 10 % of the passing one
+FIRST_PROBE_REQUESTS = 20
+MAX_PROBE_REQUESTS = 1_000_000
+
+
+def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
+    from asyncbench import plots
+
+    return [plots.find_chart(run, out_dir)]
+
+
+EXPERIMENT = Experiment(
+    name="find", step="probe", completed_key="probes_completed",
+    required=(*LOAD_REQUIRED, "passed"), sort_by=(), charts=_charts,
+    axis_label="level probed", verdict_word="level",
+)
+
+
+@dataclass
+class ConcurrencyProbe(LevelStats):
+    """One probe of `find --mode concurrency`: the load columns, then its judgement."""
+
+    passed: bool
+    reason: str  # why it failed ("p99 412 ms > 300 ms"), empty when it passed
+
+
+@dataclass
+class RateProbe(RateStats):
+    """One probe of `find --mode rate`: the `rate` columns, then its judgement."""
+
+    passed: bool
+    reason: str
+
+
+@dataclass
+class FindConfig:
+    request: RequestSpec
+    slo_p99: float
+    min_success: float = 0.99
+    mode: str = "concurrency"
+    max_level: int = 10_000
+    probe_duration: float = 3.0
+    max_in_flight: int = 10_000
+    cooldown: float = 1.0
+
+
+@dataclass
+class ProbeResult:
+    stats: ConcurrencyProbe | RateProbe
+    quantiles: list[tuple[float, float]]
+
+
+def judge(stats: LevelStats | RateStats, config: FindConfig) -> str:
+    """Why a probe missed the objective; empty when it met it."""
+    why = []
+    if not stats.requests:
+        why.append("no request finished")
+    if stats.success_rate < config.min_success:
+        why.append(f"success {stats.success_rate * 100:.1f} % < {config.min_success * 100:g} %")
+    if stats.latency_p99_s > config.slo_p99:
+        why.append(f"p99 {stats.latency_p99_s * 1000:,.1f} ms > {config.slo_p99 * 1000:g} ms")
+    if isinstance(stats, RateStats) and stats.dropped:
+        why.append(f"{stats.dropped:,} dropped")
+    if stats.client_limited:
+        why.append("the client was the limit")
+    return "; ".join(why)
+
+
+def most_probes(max_level: int) -> int:
+    """An upper bound on the probes a search makes up to `max_level`."""
+    doubling = math.ceil(math.log2(max(max_level, 1))) + 1
+    halving = math.ceil(math.log2(math.log(2) / math.log(BRACKET))) + 1
+    return doubling + halving
+
+
+async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
+    """Search up, then bisect; report every probe as it finishes."""
+    from asyncbench.experiments.rate import run_rate
+
+    rng = random.Random(0)
+    probes: list[ProbeResult] = []
+    last: tuple[int, float] | None = None  # the last probe's level and throughput
+
+    async def probe(level: int) -> bool:
+        nonlocal last
+        if probes and config.cooldown > 0:
+            await asyncio.sleep(config.cooldown)  # let the target drain what the last probe left
+        stats: LevelStats | RateStats
+        if config.mode == "rate":
+            recorder: LevelRecorder = RateRecorder()
+            total = max(1, round(level * config.probe_duration))
+            events.started(f"probe {level:,}/s", total, lambda r=recorder: r.count + r.dropped)  # type: ignore[attr-defined]
+            stats = await run_rate(config.request, level, config.probe_duration, "constant", config.max_in_flight,
+                                   recorder, rng)  # type: ignore[arg-type]
+            row: ConcurrencyProbe | RateProbe = RateProbe(**asdict(stats), passed=False, reason="")
+        else:
+            # Sized to last about probe_duration, from the last probe's rate scaled to this level.
+            estimate = last[1] * level / last[0] * config.probe_duration if last else FIRST_PROBE_REQUESTS
+            total = int(min(MAX_PROBE_REQUESTS, max(4 * level, FIRST_PROBE_REQUESTS, estimate)))
+            recorder = LevelRecorder()
+            events.started(f"probe {level:,}", total, lambda r=recorder: r.count)
+            facts = await run_round(config.request, level, total, True, recorder)
+            stats = summarize(EXPERIMENT.name, level, [(recorder, facts)])
+            row = ConcurrencyProbe(**asdict(stats), passed=False, reason="")
+        row.experiment = EXPERIMENT.name
+        row.reason = judge(stats, config)
+        row.passed = not row.reason
+        if stats.throughput_rps > 0:
+            last = (level, stats.throughput_rps)
+        result = ProbeResult(row, latency_quantiles([recorder]))
+        probes.append(result)
+        events.finished(result)
+        return row.passed
+
+    good: int | None = None
+    bad: int | None = None
+    level = 1
+    while True:
+        if await probe(level):
+            good = level
+            if level >= config.max_level:
+                break
+            level = min(level * 2, config.max_level)
+        else:
+            bad = level
+            break
+    while good is not None and bad is not None and bad > good * BRACKET and bad - good > 1:
+        middle = min(bad - 1, max(good + 1, round(math.sqrt(good * bad))))
+        if await probe(middle):
+            good = middle
+        else:
+            bad = middle
+    return probes
+
+
+def answer(results: list[ProbeResult]) -> ProbeResult | None:
+    """The probe of the highest level that met the objective."""
+    passed = [r for r in results if r.stats.passed]
+    return max(passed, key=lambda r: r.stats.level) if passed else None
