@@ -85,7 +85,7 @@ def summarize_rate(rate: float, duration: float, recorder: RateRecorder, facts: 
     span = max(duration, recorder.last_sent - recorder.first_intended) if sent else duration
     achieved = sent / span if span > 0 else 0.0
     lag_p99 = recorder.send_lag.quantile(0.99)
-    fields = {k: v for k, v in vars(base).items()}
+    fields = dict(vars(base))
     fields.update(
         efficiency=achieved / rate if rate else 0.0,
         client_limited=bool(sent) and lag_p99 > SEND_LAG_LIMIT_S,

@@ -19,6 +19,7 @@ from typing import Any
 from asyncbench.engines import open_engine
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
 from asyncbench.experiments.load import RequestSpec
+from asyncbench.metrics import RoundFacts, latency_quantiles
 from asyncbench.rates import RateRecorder, RateStats, summarize_rate
 from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
 
@@ -94,18 +95,14 @@ async def run_rate(spec: RequestSpec, rate: int, duration: float, arrivals: str,
                     await asyncio.sleep(wait - _SPIN_S if wait > _SPIN_S else 0)
             await engine.drain()
     wall = _perf() - wall0
-    facts_cpu = 100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0
-    from asyncbench.metrics import RoundFacts
-
-    facts = RoundFacts(peak_rss_mb=rss.peak_mb(), client_cpu_pct=facts_cpu, loop_lag_max_s=lag.max_lag,
-                       loop_late_share=lag.total_lag / wall if wall > 0 else 0.0)
+    facts = RoundFacts(peak_rss_mb=rss.peak_mb(),
+                       client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
+                       loop_lag_max_s=lag.max_lag, loop_late_share=lag.total_lag / wall if wall > 0 else 0.0)
     return summarize_rate(rate, total / rate, recorder, facts)
 
 
 async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
     """Every offered rate in turn, each reported as soon as it is finished."""
-    from asyncbench.metrics import latency_quantiles
-
     rng = random.Random(config.seed)
     results: list[RateResult] = []
     for rate in config.rates:
