@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +26,24 @@ if TYPE_CHECKING:
     from asyncbench.server import ServerConfig
 
 
+class _PlanDefaults:
+    """What a plan does when it has nothing of its own to say: no warning before the run, no
+    sidecar field besides its settings, no latency quantiles."""
+
+    def check(self, console: Console) -> None:
+        pass
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    def quantiles(self, result: Any) -> tuple[int, list[tuple[float, float]]] | None:
+        return None
+
+
 # --- trap and semaphore ------------------------------------------------------------------------
 
 
-class LoadPlan:
+class LoadPlan(_PlanDefaults):
     """A load sweep (trap, semaphore): one row of LevelStats and its quantiles per level."""
 
     blocking = False
@@ -84,9 +98,6 @@ class LoadPlan:
         from asyncbench.metrics import LevelStats
 
         return LevelStats
-
-    def columns(self) -> list[str]:
-        return [f.name for f in fields(self.row_type)]
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         return self._run(self.spec, steps)
@@ -310,7 +321,7 @@ class PipelineRequest:
         return (1 if self.input_file else len(self.sizes)) * len(self.batch_sizes) * len(self.concurrency)
 
 
-class PipelinePlan:
+class PipelinePlan(_PlanDefaults):
     """Stream the input(s) through every (batch size, concurrency) pair; a row per pair."""
 
     blocking = False
@@ -330,9 +341,6 @@ class PipelinePlan:
         self.inputs: list[tuple[Path, float]] = []
         self.endpoint = ""
         self.output_for: dict[tuple[float, int, int], Path] = {}
-
-    def check(self, console: Console) -> None:
-        pass
 
     def bind(self, target_url: str, scratch: Path) -> RequestSpec:
         from asyncbench.experiments.load import RequestSpec
@@ -358,15 +366,9 @@ class PipelinePlan:
             "headers": [redact_header(f"{k}: {v}") for k, v in req.headers.items()],
         }
 
-    def metadata(self) -> dict[str, Any]:
-        return {}
-
     @property
     def row_type(self) -> type:
         return self.lab.PairResult
-
-    def columns(self) -> list[str]:
-        return [f.name for f in fields(self.row_type)]
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         req, lab = self.req, self.lab
@@ -384,9 +386,6 @@ class PipelinePlan:
 
     def rows(self, result: Any) -> list[dict[str, Any]]:
         return [asdict(result)]
-
-    def quantiles(self, result: Any) -> None:
-        return None
 
     def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
         return (f"batch {result.batch_size}, concurrency {result.concurrency}, "
@@ -419,7 +418,7 @@ def run_pipeline(url: str | None, server: ServerConfig, outputs: Outputs, req: P
 # --- threads -----------------------------------------------------------------------------------
 
 
-class ThreadsPlan:
+class ThreadsPlan(_PlanDefaults):
     """The four phases; a table per phase as it finishes, the summary, the verdict, the timeline."""
 
     loop = "asyncio"
@@ -438,9 +437,6 @@ class ThreadsPlan:
         self.summaries: list[metrics.PhaseSummary] = []
         self.coroutine_threads: set[str] = set()
 
-    def check(self, console: Console) -> None:
-        pass
-
     def bind(self, target_url: str, scratch: Path) -> RequestSpec:
         from asyncbench.experiments.load import RequestSpec
 
@@ -451,15 +447,9 @@ class ThreadsPlan:
         return {"tasks": self.tasks, "sleep_s": self.sleep, "timeout_s": self.timeout,
                 "to_thread_workers": self.tasks, "default_executor_workers": self.lab.default_pool_size()}
 
-    def metadata(self) -> dict[str, Any]:
-        return {}
-
     @property
     def row_type(self) -> type:
         return self.lab.TaskRecord
-
-    def columns(self) -> list[str]:
-        return [f.name for f in fields(self.row_type)]
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         return self.lab.run(self.lab.ThreadsConfig(url=self.target_url, tasks=self.tasks, sleep=self.sleep,
@@ -467,9 +457,6 @@ class ThreadsPlan:
 
     def rows(self, phase: Any) -> list[dict[str, Any]]:
         return [asdict(record) for record in phase.records]
-
-    def quantiles(self, phase: Any) -> None:
-        return None
 
     def step_done(self, phase: Any, done: int) -> tuple[str | None, RenderableType | None]:
         self.coroutine_threads.update(r.coroutine_thread for r in phase.records)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -220,10 +220,7 @@ class Plan(Protocol):
 
     @property
     def row_type(self) -> type:
-        """The dataclass of a CSV row (its fields are the columns)."""
-
-    def columns(self) -> list[str]:
-        """The results CSV's columns."""
+        """The dataclass of a CSV row: its fields, in order, are the columns."""
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         """The experiment, reporting each step through `steps`."""
@@ -291,7 +288,8 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
         detail = preflight_or_fail(spec, plan.loop)
         metadata = metadata_for(experiment.name, url, spec.url, server, plan.config(), detail,
                                 **plan.metadata(), **{experiment.completed_key: 0})
-        with ResultsWriter(outputs.results_dir, experiment.name, plan.columns(), metadata, datetime.now(),
+        columns = [f.name for f in fields(plan.row_type)]
+        with ResultsWriter(outputs.results_dir, experiment.name, columns, metadata, datetime.now(),
                            latency_file=plan.latency_file) as writer:
             progress = report.SweepProgress(console) if console.is_terminal and plan.live else None
             steps = Steps(plan, writer, progress, console)
