@@ -110,6 +110,7 @@ def _root(
 _REQ = "Request"
 _OUT = "Output"
 _SRV = "Embedded server (when no URL is given)"
+_SCALE = "Scale out"
 
 UrlArg = Annotated[
     str | None,
@@ -136,6 +137,8 @@ FailIfOpt = Annotated[
 LoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio or uvloop.", rich_help_panel=_REQ)]
 LoadLoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio, uvloop, or auto (uvloop for the fast engine, asyncio for aiohttp).", rich_help_panel=_REQ)]
 EngineOpt = Annotated[str, typer.Option("--engine", help="Load engine: fast (uvloop, httptools, a connection per worker) or aiohttp (the lab's AsyncHttpClient).", rich_help_panel=_REQ)]
+ProcessesOpt = Annotated[int, typer.Option("--processes", help="Local worker processes making the load: each level is split among them and merged exactly (one Python process drives one core).", rich_help_panel=_SCALE)]
+ClusterOpt = Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help="Run the shards on the workers of a Dask scheduler (tcp://host:8786), or local:N for a local Dask cluster of N workers. Needs asyncbench[cluster].", rich_help_panel=_SCALE, show_default=False)]
 InsecureOpt = Annotated[bool, typer.Option("--insecure", "-k", metavar="", help="For https://: do not check the server's certificate.", rich_help_panel=_REQ)]
 SrvLatencyOpt = Annotated[float, typer.Option("--server-latency", help="Service time per request, seconds.", rich_help_panel=_SRV)]
 SrvCapacityOpt = Annotated[int, typer.Option("--server-capacity", help="Requests served at once.", rich_help_panel=_SRV)]
@@ -196,6 +199,12 @@ def _load_setup(
     return spec, server, _check_loop(DEFAULT_LOOP[engine] if loop == "auto" else loop)
 
 
+def _driver(processes: int, cluster: str | None, loop: str) -> Any:
+    from asyncbench.shards import make_driver
+
+    return make_driver(processes, cluster, loop)
+
+
 def _outputs(results_dir: Path, plots_dir: Path, no_plot: bool) -> Any:
     from asyncbench.session import Outputs
 
@@ -217,6 +226,8 @@ def trap(
     engine: EngineOpt = "fast",
     insecure: InsecureOpt = False,
     loop: LoadLoopOpt = "auto",
+    processes: ProcessesOpt = 1,
+    cluster: ClusterOpt = None,
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
@@ -245,16 +256,17 @@ def trap(
     spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, engine, insecure,
                                      loop, min_success,
                                      server_latency, server_capacity, server_queue, server_error_rate)
+    driver = _driver(processes, cluster, loop)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
-        config = experiment.TrapConfig(spec, level_list, requests_per_level, rounds, cooldown)
+        config = experiment.TrapConfig(spec, level_list, requests_per_level, rounds, cooldown, driver)
         return experiment.run(config, events)
 
     settings = {"levels": level_list, "requests_per_level": requests_per_level, "rounds": rounds, "cooldown_s": cooldown}
     from asyncbench.runner import run_load
 
     run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
-             level_list, run, loop, fail_if or [])
+             level_list, run, loop, fail_if or [], driver)
 
 
 @command("Experiments")
@@ -272,6 +284,8 @@ def semaphore(
     engine: EngineOpt = "fast",
     insecure: InsecureOpt = False,
     loop: LoadLoopOpt = "auto",
+    processes: ProcessesOpt = 1,
+    cluster: ClusterOpt = None,
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
@@ -297,16 +311,17 @@ def semaphore(
     spec, server, loop = _load_setup(rounds, cooldown, timeout, method, header, data, retries, engine, insecure,
                                      loop, min_success,
                                      server_latency, server_capacity, server_queue, server_error_rate)
+    driver = _driver(processes, cluster, loop)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
-        config = experiment.SemaphoreConfig(spec, limit_list, requests, rounds, cooldown)
+        config = experiment.SemaphoreConfig(spec, limit_list, requests, rounds, cooldown, driver)
         return experiment.run(config, events)
 
     settings = {"limits": limit_list, "requests": requests, "rounds": rounds, "cooldown_s": cooldown}
     from asyncbench.runner import run_load
 
     run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
-             limit_list, run, loop, fail_if or [])
+             limit_list, run, loop, fail_if or [], driver)
 
 
 @command("Experiments")
@@ -327,6 +342,8 @@ def rate(
     engine: EngineOpt = "fast",
     insecure: InsecureOpt = False,
     loop: LoadLoopOpt = "auto",
+    processes: ProcessesOpt = 1,
+    cluster: ClusterOpt = None,
     min_success: MinSuccessOpt = 0.99,
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
@@ -358,9 +375,10 @@ def rate(
     spec, server, loop = _load_setup(1, cooldown, timeout, method, header, data, retries, engine, insecure,
                                      loop, min_success,
                                      server_latency, server_capacity, server_queue, server_error_rate)
+    driver = _driver(processes, cluster, loop)
 
     def run(spec: RequestSpec, events: Any) -> Coroutine[Any, Any, Any]:
-        config = experiment.RateConfig(spec, rate_list, duration, arrivals, max_in_flight, cooldown, seed)
+        config = experiment.RateConfig(spec, rate_list, duration, arrivals, max_in_flight, cooldown, seed, driver)
         return experiment.run(config, events)
 
     settings = {"rates": rate_list, "duration_s": duration, "arrivals": arrivals, "max_in_flight": max_in_flight,
@@ -368,7 +386,7 @@ def rate(
     from asyncbench.runner import run_rate
 
     run_rate(url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, slo_p99, settings,
-             rate_list, run, loop, fail_if or [])
+             rate_list, run, loop, fail_if or [], driver)
 
 
 @command("Experiments")
@@ -389,6 +407,8 @@ def find(
     engine: EngineOpt = "fast",
     insecure: InsecureOpt = False,
     loop: LoadLoopOpt = "auto",
+    processes: ProcessesOpt = 1,
+    cluster: ClusterOpt = None,
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
@@ -414,7 +434,8 @@ def find(
     spec, server, loop = _load_setup(1, cooldown, timeout, method, header, data, retries, engine, insecure,
                                      loop, min_success,
                                      server_latency, server_capacity, server_queue, server_error_rate)
-    config = experiment.FindConfig(spec, slo_p99, min_success, mode, max_level, probe_duration, max_in_flight, cooldown)
+    config = experiment.FindConfig(spec, slo_p99, min_success, mode, max_level, probe_duration, max_in_flight, cooldown,
+                                   _driver(processes, cluster, loop))
     settings = {"mode": mode, "max": max_level, "probe_duration_s": probe_duration, "max_in_flight": max_in_flight,
                 "cooldown_s": cooldown}
     from asyncbench.runner import run_find

@@ -29,6 +29,10 @@ class TargetError(AsyncbenchError):
     """The target could not be reached or started."""
 
 
+class RunFailed(AsyncbenchError):
+    """The run was done and its results written, but part of its load could not be made."""
+
+
 class OutputError(AsyncbenchError):
     """Results or charts could not be written or read."""
 

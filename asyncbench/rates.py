@@ -62,6 +62,35 @@ class RateRecorder(LevelRecorder):
     def sent(self) -> int:
         return self.count
 
+    def merge(self, other: LevelRecorder) -> None:
+        """Add a shard of the same rate. The in-flight maximum becomes the sum of the shards'
+        maxima: an upper bound, as their peaks need not coincide."""
+        super().merge(other)
+        if isinstance(other, RateRecorder):
+            self.service.merge(other.service)
+            self.send_lag.merge(other.send_lag)
+            self.dropped += other.dropped
+            self.in_flight_max += other.in_flight_max
+            self.first_intended = min(self.first_intended, other.first_intended)
+            self.last_sent = max(self.last_sent, other.last_sent)
+
+    def to_dict(self) -> dict[str, Any]:
+        sent = bool(self.count)
+        return {**super().to_dict(), "service": self.service.to_dict(), "send_lag": self.send_lag.to_dict(),
+                "dropped": self.dropped, "in_flight_max": self.in_flight_max,
+                "first_intended": self.first_intended if sent else None, "last_sent": self.last_sent if sent else None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RateRecorder:
+        rec = super().from_dict(data)
+        assert isinstance(rec, RateRecorder)
+        rec.service = LatencyHistogram.from_dict(data["service"])
+        rec.send_lag = LatencyHistogram.from_dict(data["send_lag"])
+        rec.dropped, rec.in_flight_max = int(data["dropped"]), int(data["in_flight_max"])
+        if data["first_intended"] is not None:
+            rec.first_intended, rec.last_sent = float(data["first_intended"]), float(data["last_sent"])
+        return rec
+
 
 @dataclass
 class RateStats(LevelStats):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from asyncbench.experiments.load import LevelResult, RequestSpec
     from asyncbench.results import ResultsWriter
     from asyncbench.server import ServerConfig
+    from asyncbench.shards import Driver
 
 
 class _PlanDefaults:
@@ -39,6 +41,10 @@ class _PlanDefaults:
     def quantiles(self, result: Any) -> tuple[int, list[tuple[float, float]]] | None:
         return None
 
+    def scale(self) -> AbstractContextManager[Any]:
+        """The workers the run's load is made on, started for the run (none: this process)."""
+        return nullcontext()
+
 
 # --- trap and semaphore ------------------------------------------------------------------------
 
@@ -51,7 +57,11 @@ class LoadPlan(_PlanDefaults):
     latency_file = True
 
     def __init__(self, experiment: Experiment, spec: RequestSpec, min_success: float, settings: dict[str, Any],
-                 levels: list[int], run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str) -> None:
+                 levels: list[int], run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str,
+                 driver: Driver | None = None) -> None:
+        from asyncbench.shards import Driver
+
+        self.driver = driver or Driver(loop)
         self.experiment = experiment
         self.spec = spec
         self.min_success = min_success
@@ -91,7 +101,21 @@ class LoadPlan(_PlanDefaults):
         }
 
     def metadata(self) -> dict[str, Any]:
-        return {"engine": self.spec.engine}
+        return {"engine": self.spec.engine, "scale": self.driver.describe()}
+
+    def scale(self) -> AbstractContextManager[Any]:
+        return self.driver
+
+    def shard_facts(self, metadata: dict[str, Any], notes: list[str]) -> str | None:
+        """The shards of a sharded run into the sidecar, their failures into the warnings;
+        what to exit 1 with when a shard failed."""
+        driver = self.driver
+        if driver.sharded:
+            metadata["shards"] = driver.log
+        notes.extend(driver.failures)
+        if not driver.failures:
+            return None
+        return f"{len(driver.failures)} shard(s) failed; their steps hold the other shards' requests only"
 
     @property
     def row_type(self) -> type:
@@ -129,6 +153,7 @@ class LoadPlan(_PlanDefaults):
             "warnings": notes,
             "rounds": {str(r.stats.level): r.rounds for r in results},
         }
+        failed = self.shard_facts(metadata, notes)
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} {step}{'s' if len(rows) != 1 else ''}"
         shown: list[RenderableType] = [
             report.level_table(rows, sweet, title, step, experiment.queue_wait),
@@ -138,7 +163,7 @@ class LoadPlan(_PlanDefaults):
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)
-        return Conclusion(metadata, shown, min_success=self.min_success)
+        return Conclusion(metadata, shown, min_success=self.min_success, failed=failed)
 
 
 def _usl(rows: Sequence[Any], metadata: dict[str, Any]) -> list[RenderableType]:
@@ -155,9 +180,10 @@ def _usl(rows: Sequence[Any], metadata: dict[str, Any]) -> list[RenderableType]:
 def run_load(experiment: Experiment, url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs,
              min_success: float, settings: dict[str, Any], levels: list[int],
              run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str = "asyncio",
-             fail_if: Sequence[str] = ()) -> None:
+             fail_if: Sequence[str] = (), driver: Driver | None = None) -> None:
     """`trap` and `semaphore`: target, pre-flight, sweep, files, table, charts."""
-    session.run(LoadPlan(experiment, spec, min_success, settings, levels, run, loop), url, server, outputs, fail_if)
+    session.run(LoadPlan(experiment, spec, min_success, settings, levels, run, loop, driver), url, server, outputs,
+                fail_if)
 
 
 # --- rate ---------------------------------------------------------------------------------------
@@ -167,10 +193,11 @@ class RatePlan(LoadPlan):
     """The open model: one row of RateStats and its quantiles per offered rate."""
 
     def __init__(self, spec: RequestSpec, min_success: float, slo_p99: float | None, settings: dict[str, Any],
-                 rates: list[int], run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str) -> None:
+                 rates: list[int], run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str,
+                 driver: Driver | None = None) -> None:
         from asyncbench.experiments import rate
 
-        super().__init__(rate.EXPERIMENT, spec, min_success, settings, rates, run, loop)
+        super().__init__(rate.EXPERIMENT, spec, min_success, settings, rates, run, loop, driver)
         self.slo_p99 = slo_p99
 
     def check(self, console: Console) -> None:
@@ -199,6 +226,7 @@ class RatePlan(LoadPlan):
             "client_limited_levels": [r.level for r in rows if r.client_limited],
             "warnings": notes,
         }
+        failed = self.shard_facts(metadata, notes)
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} rate{'s' if len(rows) != 1 else ''}"
         shown: list[RenderableType] = [report.rate_table(rows, sweet, title),
                                        report.rate_verdict(rows, sweet, self.min_success, self.slo_p99)]
@@ -206,15 +234,16 @@ class RatePlan(LoadPlan):
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)
-        return Conclusion(metadata, shown, min_success=self.min_success)
+        return Conclusion(metadata, shown, min_success=self.min_success, failed=failed)
 
 
 def run_rate(url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs, min_success: float,
              slo_p99: float | None, settings: dict[str, Any], rates: list[int],
              run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str,
-             fail_if: Sequence[str] = ()) -> None:
+             fail_if: Sequence[str] = (), driver: Driver | None = None) -> None:
     """`rate`: target, pre-flight, one offered rate after another, files, table, charts."""
-    session.run(RatePlan(spec, min_success, slo_p99, settings, rates, run, loop), url, server, outputs, fail_if)
+    session.run(RatePlan(spec, min_success, slo_p99, settings, rates, run, loop, driver), url, server, outputs,
+                fail_if)
 
 
 # --- find ---------------------------------------------------------------------------------------
@@ -229,7 +258,7 @@ class FindPlan(LoadPlan):
         self.lab = find
         self.find_config = config
         super().__init__(find.EXPERIMENT, spec, config.min_success, settings, [config.max_level],
-                         lambda spec, steps: find.run(config, steps), loop)
+                         lambda spec, steps: find.run(config, steps), loop, config.driver)
         self.total_steps = find.most_probes(config.max_level)
 
     def check(self, console: Console) -> None:
@@ -269,6 +298,8 @@ class FindPlan(LoadPlan):
             "objective": objective,
             "rounds": {},
         }
+        notes: list[str] = []
+        failed = self.shard_facts(metadata, notes)
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} probes ({objective})"
         shown: list[RenderableType] = [report.find_table(rows, None if best is None else best.stats, title, unit)]
         missed = None
@@ -288,8 +319,11 @@ class FindPlan(LoadPlan):
             elif b.level >= cfg.max_level:
                 line.append(f"\nstill met at --max {cfg.max_level:,}: the limit is higher", style="yellow")
             shown.append(line)
+        block = report.warnings_block(notes)
+        if block is not None:
+            shown.append(block)
         return Conclusion(metadata, shown, min_success=cfg.min_success,
-                          objective_missed=None if interrupted else missed)
+                          objective_missed=None if interrupted else missed, failed=failed)
 
 
 def run_find(url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs, settings: dict[str, Any],

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asyncbench import report, signals
-from asyncbench.errors import Interrupted, ObjectiveNotMet, OutputError, TargetError
+from asyncbench.errors import Interrupted, ObjectiveNotMet, OutputError, RunFailed, TargetError
 from asyncbench.options import check_target_url
 from asyncbench.redact import redact_text, redact_url
 from asyncbench.results import ResultsWriter, run_metadata
@@ -193,6 +193,7 @@ class Conclusion:
     files: list[Path] = field(default_factory=list)
     min_success: float | None = None
     objective_missed: str | None = None  # the run answered "no": exit 3, saying this
+    failed: str | None = None  # part of the load could not be made (a shard died): exit 1, saying this
 
 
 class Plan(Protocol):
@@ -207,6 +208,9 @@ class Plan(Protocol):
 
     def check(self, console: Console) -> None:
         """Warn, before anything runs, of what would spoil the run."""
+
+    def scale(self) -> Any:
+        """A context manager: the workers the load is made on, for the length of the run."""
 
     def bind(self, target_url: str, scratch: Path) -> RequestSpec:
         """Take the target's URL (and a scratch folder for the run); return the request to
@@ -283,7 +287,7 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
     console = report.make_console()
     plan.check(console)
     experiment = plan.experiment
-    with tempfile.TemporaryDirectory(prefix="asyncbench-") as scratch, target(url, server) as target_url:
+    with tempfile.TemporaryDirectory(prefix="asyncbench-") as scratch, plan.scale(), target(url, server) as target_url:
         spec = plan.bind(target_url, Path(scratch))
         detail = preflight_or_fail(spec, plan.loop)
         metadata = metadata_for(experiment.name, url, spec.url, server, plan.config(), detail,
@@ -311,6 +315,8 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
                 console.print(f"threshold failed: {line}", style="bold red", markup=False, highlight=False)
     finish(console, writer, conclusion.files, outputs.plots_dir, bool(steps.results), interrupted,
            f"{experiment.step}s", conclusion.min_success)
+    if conclusion.failed is not None:
+        raise RunFailed(conclusion.failed)
     if conclusion.objective_missed is not None:
         raise ObjectiveNotMet(conclusion.objective_missed)
     if failures:

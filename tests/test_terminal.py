@@ -32,6 +32,16 @@ def test_every_experiment_runs_in_a_terminal(command, tmp_path):
     assert list((tmp_path / "p").glob("*.png"))
 
 
+@pytest.mark.parametrize("scale", [["--processes", "2"], ["--cluster", "local:2"]])
+def test_a_sharded_run_shows_its_progress_in_a_terminal(scale, tmp_path):
+    code, screen = run_in_pty("semaphore", "--limits", "2,4", "--requests", "40", "--cooldown", "0", *scale,
+                              "--results-dir", str(tmp_path / "r"), "--no-plot")
+    assert code == 0, screen
+    assert HIDE_CURSOR in screen and "Traceback" not in screen and "distributed." not in screen
+    [sidecar] = (tmp_path / "r").glob("semaphore-*[0-9].json")
+    assert json.loads(sidecar.read_text())["scale"]["workers"] == 2
+
+
 def test_plot_runs_in_a_terminal(tmp_path):
     code, screen = run_in_pty(*COMMANDS["trap"], "--results-dir", str(tmp_path / "r"), "--no-plot")
     assert code == 0, screen

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
-from asyncbench.experiments.load import RequestSpec, run_round
+from asyncbench.experiments.load import RequestSpec
 from asyncbench.metrics import LevelRecorder, LevelStats, latency_quantiles, summarize
 from asyncbench.rates import RateRecorder, RateStats
+from asyncbench.shards import Driver
 
 MODES = ("concurrency", "rate")
 BRACKET = 1.10  # the search stops when the failing level is within 10 % of the passing one
@@ -65,6 +65,7 @@ class FindConfig:
     probe_duration: float = 3.0
     max_in_flight: int = 10_000
     cooldown: float = 1.0
+    driver: Driver = field(default_factory=Driver)  # where the load is made
 
 
 @dataclass
@@ -98,9 +99,9 @@ def most_probes(max_level: int) -> int:
 
 async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
     """Search up, then bisect; report every probe as it finishes."""
-    from asyncbench.experiments.rate import run_rate
+    from asyncbench.rates import summarize_rate
 
-    rng = random.Random(0)
+    driver = config.driver
     probes: list[ProbeResult] = []
     last: tuple[int, float] | None = None  # the last probe's level and throughput
 
@@ -112,17 +113,20 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
         if config.mode == "rate":
             recorder: LevelRecorder = RateRecorder()
             total = max(1, round(level * config.probe_duration))
-            events.started(f"probe {level:,}/s", total, lambda r=recorder: r.count + r.dropped)  # type: ignore[attr-defined]
-            stats = await run_rate(config.request, level, config.probe_duration, "constant", config.max_in_flight,
-                                   recorder, rng)  # type: ignore[arg-type]
+            step = f"probe {level:,}/s"
+            events.started(step, total, lambda r=recorder: driver.progress(r))
+            facts = await driver.open(step, config.request, level, total, "constant", config.max_in_flight, 0,
+                                      recorder)  # type: ignore[arg-type]
+            stats = summarize_rate(level, total / level, recorder, facts)  # type: ignore[arg-type]
             row: ConcurrencyProbe | RateProbe = RateProbe(**asdict(stats), passed=False, reason="")
         else:
             # Sized to last about probe_duration, from the last probe's rate scaled to this level.
             estimate = last[1] * level / last[0] * config.probe_duration if last else FIRST_PROBE_REQUESTS
             total = int(min(MAX_PROBE_REQUESTS, max(4 * level, FIRST_PROBE_REQUESTS, estimate)))
             recorder = LevelRecorder()
-            events.started(f"probe {level:,}", total, lambda r=recorder: r.count)
-            facts = await run_round(config.request, level, total, True, recorder)
+            step = f"probe {level:,}"
+            events.started(step, total, lambda r=recorder: driver.progress(r))
+            facts = await driver.closed(step, config.request, level, total, True, recorder)
             stats = summarize(EXPERIMENT.name, level, [(recorder, facts)])
             row = ConcurrencyProbe(**asdict(stats), passed=False, reason="")
         row.experiment = EXPERIMENT.name

@@ -20,6 +20,7 @@ from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
 
 if TYPE_CHECKING:
     from asyncbench.experiments.descriptor import Experiment, StepEvents
+    from asyncbench.shards import Driver
 
 _perf = time.perf_counter
 
@@ -83,22 +84,24 @@ async def run_sweep(
     rounds: int,
     cooldown: float,
     events: StepEvents,
+    driver: Driver,
 ) -> list[LevelResult]:
-    """Run every level (each `rounds` times), reporting each as soon as it is finished."""
+    """Run every level (each `rounds` times), reporting each as soon as it is finished; the
+    `driver` makes each round's load (in this process, or as shards elsewhere)."""
     results: list[LevelResult] = []
     first = True
     for level in levels:
         total = requests_for[level]
         recorders = [LevelRecorder() for _ in range(rounds)]
-        events.started(f"{experiment.step} {level:,}", total * rounds,
-                       lambda recorders=recorders: sum(r.count for r in recorders))
+        step = f"{experiment.step} {level:,}"
+        events.started(step, total * rounds, lambda recorders=recorders: sum(driver.progress(r) for r in recorders))
         facts: list[RoundFacts] = []
         for recorder in recorders:
             if not first and cooldown > 0:
                 # Let the target drain what the last level left behind before measuring again.
                 await asyncio.sleep(cooldown)
             first = False
-            facts.append(await run_round(spec, level, total, bounded, recorder))
+            facts.append(await driver.closed(step, spec, level, total, bounded, recorder))
         stats = summarize(experiment.name, level, list(zip(recorders, facts, strict=True)))
         result = LevelResult(stats, latency_quantiles(recorders), [round_figures(r) for r in recorders])
         results.append(result)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEve
 from asyncbench.experiments.load import RequestSpec
 from asyncbench.metrics import RoundFacts, latency_quantiles
 from asyncbench.rates import RateRecorder, RateStats, summarize_rate
+from asyncbench.shards import Driver
 from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
 
 _perf = time.perf_counter
@@ -55,6 +56,7 @@ class RateConfig:
     max_in_flight: int = 10_000
     cooldown: float = 1.0
     seed: int | None = None
+    driver: Driver = field(default_factory=Driver)  # where the load is made
 
 
 @dataclass
@@ -65,19 +67,20 @@ class RateResult:
     quantiles: list[tuple[float, float]]
 
 
-async def run_rate(spec: RequestSpec, rate: int, duration: float, arrivals: str, max_in_flight: int,
-                   recorder: RateRecorder, rng: random.Random) -> RateStats:
-    """Offer `rate` requests per second for `duration` seconds; measure each into `recorder`."""
+async def offer(spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,
+                recorder: RateRecorder, rng: random.Random, phase_s: float = 0.0) -> RoundFacts:
+    """Offer `total` requests at `rate` per second, the first `phase_s` after the start (a
+    shard's place in a schedule shared with others); measure each into `recorder`."""
     rss = PeakRss()
     cpu0 = cpu_seconds()
     wall0 = _perf()
-    total = max(1, round(rate * duration))
     engine = open_engine(spec.engine, spec.url, spec.method, spec.headers, spec.data, spec.timeout,
                          spec.retries, 0, False, spec.insecure)
     poisson = arrivals == "poisson"
     async with engine:
         with LoopLagMonitor() as lag:
             start = recorder.origin = _perf()
+            start += phase_s
             due, sent = start, 0
             while sent < total:
                 now = _perf()
@@ -95,24 +98,24 @@ async def run_rate(spec: RequestSpec, rate: int, duration: float, arrivals: str,
                     await asyncio.sleep(wait - _SPIN_S if wait > _SPIN_S else 0)
             await engine.drain()
     wall = _perf() - wall0
-    facts = RoundFacts(peak_rss_mb=rss.peak_mb(),
-                       client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
-                       loop_lag_max_s=lag.max_lag, loop_late_share=lag.total_lag / wall if wall > 0 else 0.0)
-    return summarize_rate(rate, total / rate, recorder, facts)
+    return RoundFacts(peak_rss_mb=rss.peak_mb(),
+                      client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
+                      loop_lag_max_s=lag.max_lag, loop_late_share=lag.total_lag / wall if wall > 0 else 0.0)
 
 
 async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
     """Every offered rate in turn, each reported as soon as it is finished."""
-    rng = random.Random(config.seed)
     results: list[RateResult] = []
     for rate in config.rates:
         if results and config.cooldown > 0:
             await asyncio.sleep(config.cooldown)  # let the target drain what the last rate left
         recorder = RateRecorder()
         total = max(1, round(rate * config.duration))
-        events.started(f"rate {rate:,g}/s", total, lambda recorder=recorder: recorder.count + recorder.dropped)
-        stats = await run_rate(config.request, rate, config.duration, config.arrivals, config.max_in_flight,
-                               recorder, rng)
+        step = f"rate {rate:,g}/s"
+        events.started(step, total, lambda recorder=recorder: config.driver.progress(recorder))
+        facts = await config.driver.open(step, config.request, rate, total, config.arrivals, config.max_in_flight,
+                                         config.seed, recorder)
+        stats = summarize_rate(rate, total / rate, recorder, facts)
         result = RateResult(stats, latency_quantiles([recorder]))
         results.append(result)
         events.finished(result)

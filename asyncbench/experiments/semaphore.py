@@ -6,10 +6,11 @@ for its slot is recorded apart from its latency on the wire (queue_wait_mean_s).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asyncbench.experiments.descriptor import StepEvents, load_sweep
 from asyncbench.experiments.load import LevelResult, RequestSpec, run_sweep
+from asyncbench.shards import Driver
 
 DEFAULT_LIMITS = (10, 25, 50, 100, 200, 500)
 DEFAULT_REQUESTS = 1000
@@ -24,6 +25,7 @@ class SemaphoreConfig:
     requests: int = DEFAULT_REQUESTS
     rounds: int = 1
     cooldown: float = 1.0
+    driver: Driver = field(default_factory=Driver)  # where the load is made
 
 
 async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
@@ -32,4 +34,5 @@ async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
     return await run_sweep(
         EXPERIMENT, config.request, config.limits, requests_for,
         bounded=True, rounds=config.rounds, cooldown=config.cooldown, events=events,
+        driver=config.driver,
     )

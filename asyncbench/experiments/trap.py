@@ -6,10 +6,11 @@ server sheds requests and the success rate collapses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asyncbench.experiments.descriptor import StepEvents, load_sweep
 from asyncbench.experiments.load import LevelResult, RequestSpec, run_sweep
+from asyncbench.shards import Driver
 
 DEFAULT_LEVELS = (1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000)
 EXPERIMENT = load_sweep("trap", step="level", axis_label="concurrency (simultaneous requests)",
@@ -23,6 +24,7 @@ class TrapConfig:
     requests_per_level: int | None = None  # None: the level itself, one burst
     rounds: int = 1
     cooldown: float = 1.0
+    driver: Driver = field(default_factory=Driver)  # where the load is made
 
 
 async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
@@ -31,4 +33,5 @@ async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
     return await run_sweep(
         EXPERIMENT, config.request, config.levels, requests_for,
         bounded=False, rounds=config.rounds, cooldown=config.cooldown, events=events,
+        driver=config.driver,
     )

@@ -1,0 +1,405 @@
+"""Where a level's load is made: in this process, in N local worker processes, or on the
+workers of a Dask cluster — behind one `Driver`, so the experiments never know how many shards
+ran.
+
+A sharded round splits the level (connections and requests for the closed loop, the arrival
+schedule for the open model), has every shard connect to its worker and report ready, then
+sends them one start time (the barrier: a burst stays a burst), and merges what they recorded
+exactly — counts add, histograms merge, percentiles come from the merged histogram.
+
+    experiment ─► Driver.closed/open ─► split ─► backend (processes | cluster) ─► shards (work.py)
+                                     ◄─ merge ◄─ outcomes ◄────────────────────────────┘
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from asyncbench.errors import AsyncbenchError, UsageError
+from asyncbench.metrics import LevelRecorder, RoundFacts
+
+if TYPE_CHECKING:
+    from asyncbench.experiments.load import RequestSpec
+    from asyncbench.rates import RateRecorder
+
+# Shards start this long after the last one reported ready: time for the start message to
+# reach every worker before the moment it names.
+START_MARGIN_S = 0.1
+# A shard that has not reported ready by then is taken for dead (a worker busy importing on a
+# loaded machine is counted in seconds, not minutes).
+READY_TIMEOUT_S = 60.0
+# After a stop, how long shards get to end their requests and answer before they are killed.
+STOP_GRACE_S = 5.0
+
+
+class ShardError(AsyncbenchError):
+    """The shards could not be started or reached (exit 1)."""
+
+
+@dataclass
+class ShardJob:
+    """One shard of one round: what a worker runs. Sent to other processes (pickled)."""
+
+    index: int
+    shards: int
+    spec: RequestSpec
+    loop: str  # the event loop the shard runs on
+    kind: str  # "closed" (a level of connections) or "open" (a rate)
+    concurrency: int = 0
+    requests: int = 0
+    bounded: bool = False
+    rate: float = 0.0  # this shard's share of the offered rate
+    total: int = 0  # this shard's share of the scheduled requests
+    phase_s: float = 0.0  # this shard's first send, after the common start
+    arrivals: str = "constant"
+    max_in_flight: int = 10_000
+    seed: int | None = None
+
+    @property
+    def planned(self) -> int:
+        return self.requests if self.kind == "closed" else self.total
+
+
+@dataclass
+class Outcome:
+    """What became of one shard: its recorder (as a dict) and facts, or why it failed."""
+
+    job: ShardJob
+    worker: str  # "pid 1234", or a Dask worker's address
+    status: str  # "ok", "died", "stopped"
+    recorder: dict[str, Any] | None = None
+    facts: dict[str, Any] | None = None
+    reason: str = ""
+    progress: int = 0  # requests it reported done, last seen
+
+    def summary(self) -> dict[str, Any]:
+        """The sidecar's view of a shard: its worker and its own counts."""
+        entry: dict[str, Any] = {"shard": self.job.index + 1, "worker": self.worker, "status": self.status}
+        if self.job.kind == "closed":
+            entry["connections"] = self.job.concurrency
+        else:
+            entry["offered_rps"] = self.job.rate
+        entry["requests_planned"] = self.job.planned
+        if self.recorder is not None:
+            rec = self.recorder
+            errors = sum(rec["errors"].values())
+            entry.update(requests=rec["successes"] + errors, successes=rec["successes"], failures=errors)
+            span = (rec["last_done"] - rec["first_sent"]) if rec["first_sent"] is not None else 0.0
+            entry["goodput_rps"] = rec["successes"] / span if span > 0 else 0.0
+            if "dropped" in rec:
+                entry["dropped"] = rec["dropped"]
+        else:
+            entry.update(requests=self.progress, reason=self.reason)
+        return entry
+
+
+class Backend(Protocol):
+    """Where shards run: local processes or a Dask cluster. Used from one coordinating thread."""
+
+    name: str
+
+    def workers(self) -> int:
+        """How many shards a round can run at once."""
+
+    def submit(self, jobs: list[ShardJob]) -> None:
+        """Start the shards; each reports ("ready", i), then waits for `go`."""
+
+    def events(self, timeout: float) -> list[tuple[Any, ...]]:
+        """What happened since the last call: ("ready", i), ("progress", i, n),
+        ("done", i, worker, payload), ("died", i, worker, reason)."""
+
+    def go(self, start_at: float) -> None:
+        """Release every shard, to start at wall-clock time `start_at`."""
+
+    def stop(self) -> None:
+        """Ask every shard of the round to stop now."""
+
+    def abandon(self, pending: set[int]) -> None:
+        """Shards that did not answer a stop: end them by force."""
+
+    def close(self) -> None:
+        """End the workers."""
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` in `parts` shares as even as whole numbers allow (the first ones get the rest)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def split_closed(spec: RequestSpec, loop: str, concurrency: int, requests: int, bounded: bool,
+                 workers: int) -> list[ShardJob]:
+    """A closed-loop level as shards: connections split evenly, requests in proportion to them
+    (so a one-burst level stays one request per connection in every shard)."""
+    n = max(1, min(workers, concurrency, requests))
+    conns = split(concurrency, n)
+    shares = _proportional(requests, conns)
+    return [ShardJob(i, n, spec, loop, "closed", concurrency=c, requests=r, bounded=bounded)
+            for i, (c, r) in enumerate(zip(conns, shares, strict=True))]
+
+
+def split_open(spec: RequestSpec, loop: str, rate: float, total: int, arrivals: str, max_in_flight: int,
+               seed: int | None, workers: int) -> list[ShardJob]:
+    """An offered rate as shards: with constant arrivals, shard i sends requests i, i+N, i+2N,
+    ... of the one schedule (so together they keep its spacing); Poisson arrivals split into N
+    independent Poisson streams of rate/N, whose sum is again Poisson at the full rate."""
+    n = max(1, min(workers, total))
+    counts = split(total, n)
+    in_flight = split(max_in_flight, n)
+    return [ShardJob(i, n, spec, loop, "open", rate=rate / n, total=counts[i],
+                     phase_s=0.0 if arrivals == "poisson" else i / rate, arrivals=arrivals,
+                     max_in_flight=max(1, in_flight[i]), seed=None if seed is None else seed * 1000 + i)
+            for i in range(n)]
+
+
+def _proportional(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights` (largest remainders), summing to `total`."""
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    shares = [math.floor(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def merge_facts(facts: list[RoundFacts]) -> RoundFacts:
+    """The round's facts from its shards': each is one process's, so the worst one tells
+    whether a process (and so the client) was the limit."""
+    return RoundFacts(
+        peak_rss_mb=max(f.peak_rss_mb for f in facts),
+        client_cpu_pct=max(f.client_cpu_pct for f in facts),
+        loop_lag_max_s=max(f.loop_lag_max_s for f in facts),
+        loop_late_share=max(f.loop_late_share for f in facts),
+    )
+
+
+class Driver:
+    """Runs rounds in this process (the default); subclasses run them as shards."""
+
+    processes = 1
+    sharded = False
+
+    def __init__(self, loop: str = "asyncio") -> None:
+        self.loop = loop
+        self.log: list[dict[str, Any]] = []  # per sharded round: the step and its shards
+        self.failures: list[str] = []  # shards that failed, said for the user
+        self._rngs: dict[int | None, Any] = {}  # one arrival schedule per seed, across rates
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        """The sidecar's `scale`: how the load was made."""
+        return {"processes": 1, "cluster": None}
+
+    def progress(self, recorder: LevelRecorder) -> int:
+        """Requests of the round filling `recorder` that are done (or dropped) so far."""
+        return recorder.count + getattr(recorder, "dropped", 0)
+
+    async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
+                     recorder: LevelRecorder) -> RoundFacts:
+        """One round of `concurrency` connections sending `requests` requests, into `recorder`."""
+        from asyncbench.experiments.load import run_round
+
+        return await run_round(spec, concurrency, requests, bounded, recorder)
+
+    async def open(self, step: str, spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,
+                   seed: int | None, recorder: RateRecorder) -> RoundFacts:
+        """`total` requests offered at `rate` per second, into `recorder`."""
+        import random
+
+        from asyncbench.experiments.rate import offer
+
+        rng = self._rngs.get(seed)
+        if rng is None:
+            rng = self._rngs[seed] = random.Random(seed)
+        return await offer(spec, rate, total, arrivals, max_in_flight, recorder, rng)
+
+
+class ShardedDriver(Driver):
+    """Runs each round as shards on a backend, one per worker, and merges them."""
+
+    sharded = True
+
+    def __init__(self, backend_factory: Any, loop: str, scale: dict[str, Any]) -> None:
+        super().__init__(loop)
+        self._factory = backend_factory
+        self._backend: Backend | None = None
+        self._scale = scale
+        self._live: dict[int, dict[int, int]] = {}  # id(recorder) → shard → requests done
+
+    def __enter__(self) -> ShardedDriver:
+        self._backend = self._factory()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def describe(self) -> dict[str, Any]:
+        backend = self._backend
+        return {**self._scale, "workers": backend.workers() if backend else None}
+
+    def progress(self, recorder: LevelRecorder) -> int:
+        return super().progress(recorder) + sum(self._live.get(id(recorder), {}).values())
+
+    async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
+                     recorder: LevelRecorder) -> RoundFacts:
+        jobs = split_closed(spec, self.loop, concurrency, requests, bounded, self._workers())
+        return await self._round(step, jobs, recorder)
+
+    async def open(self, step: str, spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,
+                   seed: int | None, recorder: RateRecorder) -> RoundFacts:
+        jobs = split_open(spec, self.loop, rate, total, arrivals, max_in_flight, seed, self._workers())
+        return await self._round(step, jobs, recorder)
+
+    def _workers(self) -> int:
+        assert self._backend is not None, "the driver is used outside its `with`"
+        return self._backend.workers()
+
+    async def _round(self, step: str, jobs: list[ShardJob], recorder: LevelRecorder) -> RoundFacts:
+        assert self._backend is not None
+        live = self._live.setdefault(id(recorder), {})
+        stop = threading.Event()
+        coordinator = _Coordinator(self._backend, jobs, live, stop)
+        thread = asyncio.get_running_loop().run_in_executor(None, coordinator.run)
+        try:
+            outcomes = await asyncio.shield(thread)
+        except asyncio.CancelledError:
+            stop.set()  # Ctrl-C: every shard stops; this round is not kept, as in one process
+            await asyncio.wait([thread], timeout=STOP_GRACE_S + 5)
+            raise
+        finally:
+            self._live.pop(id(recorder), None)
+        facts: list[RoundFacts] = []
+        for outcome in outcomes:
+            if outcome.status == "ok":
+                assert outcome.recorder is not None and outcome.facts is not None
+                shard = type(recorder).from_dict(outcome.recorder)
+                recorder.merge(shard)
+                facts.append(RoundFacts(**outcome.facts))
+            else:
+                failure = (f"{step}: shard {outcome.job.index + 1} of {len(jobs)} ({outcome.worker}) {outcome.status}: "
+                           f"{outcome.reason}, after about {outcome.progress:,} of its {outcome.job.planned:,} requests; "
+                           "the row holds the other shards' requests only")
+                self.failures.append(failure)
+                # Said at once too: the run goes on, and the conclusion comes only at its end.
+                print(f"asyncbench: warning: {failure}", file=sys.stderr, flush=True)
+        self.log.append({"step": step, "shards": [o.summary() for o in outcomes]})
+        if not facts:
+            raise ShardError(f"{step}: every shard failed: " + "; ".join(o.reason for o in outcomes))
+        return merge_facts(facts)
+
+
+@dataclass
+class _Coordinator:
+    """One sharded round, driven from a thread: submit, wait until every shard is ready, start
+    them together, follow their progress, collect what they recorded."""
+
+    backend: Backend
+    jobs: list[ShardJob]
+    live: dict[int, int]
+    stop: threading.Event
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+
+    def run(self) -> list[Outcome]:
+        backend, n = self.backend, len(self.jobs)
+        backend.submit(self.jobs)
+        ready: set[int] = set()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while len(ready) + len(self.outcomes) < n:
+            for event in backend.events(0.05):
+                if event[0] == "ready":
+                    ready.add(event[1])
+                else:
+                    self._handle(event)
+            if self.stop.is_set():
+                return self._stop_all()
+            if time.monotonic() > deadline:
+                for i in set(range(n)) - ready - set(self.outcomes):
+                    self.outcomes[i] = Outcome(self.jobs[i], "?", "died",
+                                               reason=f"not ready after {READY_TIMEOUT_S:g} s")
+                break
+        if ready:
+            backend.go(time.time() + START_MARGIN_S)
+        while len(self.outcomes) < n:
+            for event in backend.events(0.05):
+                self._handle(event)
+            if self.stop.is_set():
+                return self._stop_all()
+        return [self.outcomes[i] for i in range(n)]
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind, i = event[0], event[1]
+        if kind == "progress":
+            self.live[i] = event[2]
+        elif kind == "done":
+            worker, payload = event[2], event[3]
+            self.outcomes[i] = Outcome(self.jobs[i], worker, payload["status"], payload.get("recorder"),
+                                       payload.get("facts"), payload.get("reason", ""), self.live.get(i, 0))
+            self.live.pop(i, None)
+        elif kind == "died" and i not in self.outcomes:
+            self.outcomes[i] = Outcome(self.jobs[i], event[2], "died", reason=event[3],
+                                       progress=self.live.get(i, 0))
+            self.live.pop(i, None)
+
+    def _stop_all(self) -> list[Outcome]:
+        self.backend.stop()
+        deadline = time.monotonic() + STOP_GRACE_S
+        while len(self.outcomes) < len(self.jobs) and time.monotonic() < deadline:
+            for event in self.backend.events(0.05):
+                if event[0] != "ready":
+                    self._handle(event)
+        pending = set(range(len(self.jobs))) - set(self.outcomes)
+        if pending:
+            self.backend.abandon(pending)
+        return [o for _, o in sorted(self.outcomes.items())]
+
+
+def parse_cluster(address: str) -> tuple[str, int | None]:
+    """`local:N` → ("local", N); `tcp://host:port` (or `host:port`) → (address, None)."""
+    if address.startswith("local:"):
+        count = address.removeprefix("local:")
+        if not count.isdigit() or not 1 <= int(count) <= 256:
+            raise UsageError(f"invalid --cluster {address!r}: expected local:N with N from 1 to 256, "
+                             "or a scheduler address such as tcp://10.0.0.5:8786")
+        return "local", int(count)
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"invalid --cluster {address!r}: expected a scheduler address such as "
+                         "tcp://10.0.0.5:8786, or local:N")
+    return address if "://" in address else f"tcp://{address}", None
+
+
+def make_driver(processes: int, cluster: str | None, loop: str) -> Driver:
+    """The driver the options ask for (validated; nothing is started until `with`)."""
+    from asyncbench.options import check_range
+
+    check_range("--processes", processes, 1, 256)
+    if cluster is not None:
+        if processes != 1:
+            raise UsageError("--processes and --cluster do not go together: a cluster's workers are its processes")
+        address, local = parse_cluster(cluster)
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise UsageError("--cluster needs Dask distributed: pip install 'asyncbench[cluster]'") from None
+        from asyncbench.shards.cluster import ClusterBackend
+
+        return ShardedDriver(lambda: ClusterBackend(address, local), loop,
+                             {"processes": None, "cluster": cluster})
+    if processes == 1:
+        return Driver(loop)
+    from asyncbench.shards.processes import ProcessBackend
+
+    return ShardedDriver(lambda: ProcessBackend(processes), loop, {"processes": processes, "cluster": None})
