@@ -79,10 +79,13 @@ def command(panel: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     def register(fn: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> None:
+            from asyncbench import signals
+
             try:
                 fn(*args, **kwargs)
             except KeyboardInterrupt:
                 raise Interrupted("interrupted") from None
+            signals.command_done()
 
         return app.command(cls=_Command, rich_help_panel=panel, help=_help(fn.__doc__))(run)
 
@@ -129,6 +132,7 @@ RoundsOpt = Annotated[int, typer.Option("--rounds", help="Run each level this ma
 MinSuccessOpt = Annotated[float, typer.Option("--min-success", help="Success-rate floor (0..1) for the sweet spot.", rich_help_panel=_OUT)]
 ResultsDirOpt = Annotated[Path, typer.Option("--results-dir", help="Folder for CSV/JSON results.", rich_help_panel=_OUT)]
 PlotsDirOpt = Annotated[Path, typer.Option("--plots-dir", help="Folder for charts.", rich_help_panel=_OUT)]
+HtmlReportOpt = Annotated[bool, typer.Option("--report", metavar="", help="Also write the run's HTML report (one self-contained page) beside its results.", rich_help_panel=_OUT)]
 NoPlotOpt = Annotated[bool, typer.Option("--no-plot", metavar="", help="Skip the charts.", rich_help_panel=_OUT)]
 FailIfOpt = Annotated[
     list[str] | None,
@@ -205,10 +209,10 @@ def _driver(processes: int, cluster: str | None, loop: str) -> Any:
     return make_driver(processes, cluster, loop)
 
 
-def _outputs(results_dir: Path, plots_dir: Path, no_plot: bool) -> Any:
+def _outputs(results_dir: Path, plots_dir: Path, no_plot: bool, html_report: bool = False) -> Any:
     from asyncbench.session import Outputs
 
-    return Outputs(results_dir, None if no_plot else plots_dir)
+    return Outputs(results_dir, None if no_plot else plots_dir, html_report)
 
 
 @command("Experiments")
@@ -232,6 +236,7 @@ def trap(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    html_report: HtmlReportOpt = False,
     fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
@@ -265,7 +270,7 @@ def trap(
     settings = {"levels": level_list, "requests_per_level": requests_per_level, "rounds": rounds, "cooldown_s": cooldown}
     from asyncbench.runner import run_load
 
-    run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
+    run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot, html_report), min_success, settings,
              level_list, run, loop, fail_if or [], driver)
 
 
@@ -290,6 +295,7 @@ def semaphore(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    html_report: HtmlReportOpt = False,
     fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
@@ -320,7 +326,7 @@ def semaphore(
     settings = {"limits": limit_list, "requests": requests, "rounds": rounds, "cooldown_s": cooldown}
     from asyncbench.runner import run_load
 
-    run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, settings,
+    run_load(experiment.EXPERIMENT, url, spec, server, _outputs(results_dir, plots_dir, no_plot, html_report), min_success, settings,
              limit_list, run, loop, fail_if or [], driver)
 
 
@@ -348,6 +354,7 @@ def rate(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    html_report: HtmlReportOpt = False,
     fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
@@ -385,7 +392,7 @@ def rate(
                 "seed": seed, "cooldown_s": cooldown}
     from asyncbench.runner import run_rate
 
-    run_rate(url, spec, server, _outputs(results_dir, plots_dir, no_plot), min_success, slo_p99, settings,
+    run_rate(url, spec, server, _outputs(results_dir, plots_dir, no_plot, html_report), min_success, slo_p99, settings,
              rate_list, run, loop, fail_if or [], driver)
 
 
@@ -412,6 +419,7 @@ def find(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    html_report: HtmlReportOpt = False,
     fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
@@ -440,7 +448,7 @@ def find(
                 "cooldown_s": cooldown}
     from asyncbench.runner import run_find
 
-    run_find(url, spec, server, _outputs(results_dir, plots_dir, no_plot), settings, config, loop, fail_if or [])
+    run_find(url, spec, server, _outputs(results_dir, plots_dir, no_plot, html_report), settings, config, loop, fail_if or [])
 
 
 def _parse_sizes(text: str) -> list[float]:
@@ -472,6 +480,7 @@ def pipeline(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    html_report: HtmlReportOpt = False,
     fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
     server_capacity: SrvCapacityOpt = 100,
@@ -511,7 +520,7 @@ def pipeline(
     if output is not None:
         check_output_file(output, "--output")
     server = _server_config(server_latency, server_capacity, server_queue, server_error_rate)
-    run_pipeline(url, server, _outputs(results_dir, plots_dir, no_plot), req, _check_loop(loop), fail_if or [])
+    run_pipeline(url, server, _outputs(results_dir, plots_dir, no_plot, html_report), req, _check_loop(loop), fail_if or [])
 
 
 @command("Experiments")
@@ -523,6 +532,7 @@ def threads(
     results_dir: ResultsDirOpt = Path("results"),
     plots_dir: PlotsDirOpt = Path("plots"),
     no_plot: NoPlotOpt = False,
+    html_report: HtmlReportOpt = False,
     fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
 ) -> None:
@@ -537,7 +547,7 @@ def threads(
     check_range("--sleep", sleep, 0, 10)
     check_range("--timeout", timeout, 0, low_inclusive=False)
     server = _server_config(server_latency, 100, 400, 0.0)
-    run_threads(url, server, _outputs(results_dir, plots_dir, no_plot), tasks, sleep, timeout, fail_if or [])
+    run_threads(url, server, _outputs(results_dir, plots_dir, no_plot, html_report), tasks, sleep, timeout, fail_if or [])
 
 
 @command("Tools")
@@ -550,6 +560,22 @@ def plot(
     from asyncbench.runner import plot_folder
 
     plot_folder(results_dir, out, all_runs)
+
+
+@command("Tools")
+def report(
+    results_dir: Annotated[Path, typer.Argument(metavar="RESULTS_DIR", help="Folder of results (CSV + JSON) to report on.")] = Path("results"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    all_runs: Annotated[bool, typer.Option("--all", metavar="", help="Every run in the folder, not just the newest of each experiment.")] = False,
+) -> None:
+    """One self-contained HTML page of a folder's findings: what ran, the tables, the verdicts,
+    the warnings and the charts, with the trap against the semaphore when both ran.
+
+    No external file, font or script: it opens offline, attaches to a pull request, and prints.
+    """
+    from asyncbench.runner import report_folder
+
+    report_folder(results_dir, output, all_runs)
 
 
 @command("Tools")
@@ -625,15 +651,19 @@ def main() -> None:
         check_utf8_args(sys.argv[1:])
         app()
     except (Interrupted, ObjectiveNotMet) as exc:  # not errors: the run was done (or kept)
+        signals.command_done()  # what follows is the last word: a signal now just ends it
         print(f"asyncbench: {exc}", file=sys.stderr)
         sys.exit(int(exc.exit_code))
     except AsyncbenchError as exc:
+        signals.command_done()  # what follows is the last word: a signal now just ends it
         print(f"asyncbench: error: {redact_text(str(exc))}", file=sys.stderr)
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
+        signals.command_done()  # what follows is the last word: a signal now just ends it
         print("asyncbench: interrupted", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug must not print a traceback
+        signals.command_done()  # what follows is the last word: a signal now just ends it
         if os.environ.get("ASYNCBENCH_DEBUG"):
             raise
         print(f"asyncbench: internal error: {type(exc).__name__}: {redact_text(str(exc))} "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,7 @@ class _State:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
         self.hooks: list[Callable[[], None]] = []
+        self.done = False  # the command has finished: a signal now only ends the process
 
 
 _state = _State()
@@ -50,8 +52,23 @@ def requested() -> bool:
     return _state.received > 0
 
 
+def command_done() -> None:
+    """The command's work is over (everything written, said and drawn). A signal from now on,
+    while the interpreter shuts down, ends the process with 130 at once: raised as
+    KeyboardInterrupt there, Python would die of SIGINT (exit -2) instead."""
+    _state.done = True
+
+
 def _handle(signum: int, frame: Any) -> None:
     _state.received += 1
+    if _state.done:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.write(2, b"asyncbench: interrupted\n")
+        os._exit(int(ExitCode.INTERRUPTED))
     if _state.protected:
         _state.pending = True  # acted on when the write ends
         return

@@ -352,3 +352,14 @@ def test_a_target_that_dies_midrun_is_said_to_have_gone_away(tmp_path):
     flat = " ".join(out.split())
     assert "the target went away" in flat
     assert "the client was the limit" not in flat
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_work_is_done_still_exits_130_not_by_dying_of_it(signum):
+    # The window between the last chart and the interpreter's exit: Python would die of SIGINT
+    # there (exit -2) if the signal became a KeyboardInterrupt.
+    code = ("import os, signal, time\nfrom asyncbench import signals\nsignals.install()\nsignals.command_done()\n"
+            f"os.kill(os.getpid(), {int(signum)})\ntime.sleep(30)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130
+    assert proc.stderr == "asyncbench: interrupted\n"
