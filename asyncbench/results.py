@@ -219,6 +219,20 @@ class Run:
     def started(self) -> str:
         return str(self.meta.get("started_at") or self.stem.split("-", 1)[-1])
 
+    def rows(self) -> list[Any]:
+        """The rows with their columns as attributes (as the row dataclasses have them), for the
+        functions that render finished runs; an empty text cell is "" rather than NaN."""
+        from types import SimpleNamespace
+
+        frame = self.frame.astype(object).where(self.frame.notna(), "")
+        return [SimpleNamespace(**row) for row in frame.to_dict("records")]
+
+    def setting(self, name: str, default: Any) -> Any:
+        """A setting of the run, from its sidecar's config."""
+        config = self.meta.get("config")
+        value = config.get(name) if isinstance(config, dict) else None
+        return default if value is None else value
+
 
 def read_run(csv_path: Path, schemas: Mapping[str, Schema]) -> Run:
     """Read a run's CSV (and its sidecars) of one of the experiments `schemas` names;

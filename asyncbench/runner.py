@@ -565,6 +565,35 @@ def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
         console.print(f"  {path}", soft_wrap=True)
 
 
+# --- report --------------------------------------------------------------------------------------
+
+
+def report_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
+    """One HTML page for a folder: the newest run of each experiment (every run with `all_runs`),
+    and the trap against the semaphore when both are there."""
+    from asyncbench import webreport
+    from asyncbench.experiments import registry
+    from asyncbench.experiments import semaphore as semaphore_lab
+    from asyncbench.experiments import trap as trap_lab
+    from asyncbench.results import find_runs
+    from asyncbench.session import check_output_file
+
+    check_output_file(out, "--output")
+    runs, skipped = find_runs(results_dir, registry())
+    for note in skipped:
+        print(f"asyncbench: warning: {note}", file=sys.stderr)
+    if not runs:
+        raise OutputError(f"no asyncbench results to report in {str(results_dir)!r}")
+    newest = {run.experiment: run for run in runs}  # oldest first: the last one seen is the newest
+    chosen = runs if all_runs else sorted(newest.values(), key=lambda r: (r.started, r.stem))
+    trap_name, sem_name = trap_lab.EXPERIMENT.name, semaphore_lab.EXPERIMENT.name
+    pair = (newest[trap_name], newest[sem_name]) if trap_name in newest and sem_name in newest else None
+    webreport.write(out, webreport.render(chosen, results_dir, pair, skipped))
+    console = report.make_console()
+    console.print(f"report: {out} ({len(chosen)} run{'s' if len(chosen) != 1 else ''}"
+                  f"{', the trap against the semaphore' if pair else ''})", soft_wrap=True)
+
+
 # --- compare -------------------------------------------------------------------------------------
 
 

@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class Outputs:
-    """Where a run's files go; `plots_dir` None means --no-plot."""
+    """Where a run's files go; `plots_dir` None means --no-plot; `report`: write the run's
+    HTML report beside its results too."""
 
     results_dir: Path
     plots_dir: Path | None
+    report: bool = False
 
     def check(self) -> None:
         """Fail before running anything when an output folder cannot be written."""
@@ -162,8 +164,10 @@ def metadata_for(experiment: str, url: str | None, target_url: str, server: Serv
 
 
 def finish(console: Any, writer: ResultsWriter, extra_files: list[Path], plots_dir: Path | None,
-           any_rows: bool, interrupted: bool, steps: str, min_success: float | None = None) -> None:
-    """List the files written, render the charts, and raise Interrupted if the run was."""
+           any_rows: bool, interrupted: bool, steps: str, min_success: float | None = None,
+           html_report: bool = False) -> None:
+    """List the files written, render the charts (and the HTML report), and raise Interrupted
+    if the run was."""
     files = [str(f) for f in (writer.csv_path, writer.json_path, writer.latency_path) if f]
     if len(extra_files) > 3:  # say where they are rather than list a screenful
         files.append(f"{len(extra_files)} files {writer.csv_path.parent / writer.stem}-*{extra_files[0].suffix}")
@@ -179,6 +183,14 @@ def finish(console: Any, writer: ResultsWriter, extra_files: list[Path], plots_d
         else:
             console.print("charts:  none: every setting had one value, so there is nothing to chart "
                           "against (give a setting a list, e.g. --concurrency 10,25,50)")
+    if html_report and any_rows:
+        from asyncbench import webreport
+        from asyncbench.experiments import read_run
+
+        page = writer.csv_path.with_suffix(".html")
+        run = read_run(writer.csv_path)
+        webreport.write(page, webreport.render([run], writer.csv_path.parent, None))
+        console.print(f"report:  {page}", soft_wrap=True)
     if interrupted:
         raise Interrupted(f"interrupted; the finished {steps} are saved")
 
@@ -314,7 +326,7 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
             for line in failures:
                 console.print(f"threshold failed: {line}", style="bold red", markup=False, highlight=False)
     finish(console, writer, conclusion.files, outputs.plots_dir, bool(steps.results), interrupted,
-           f"{experiment.step}s", conclusion.min_success)
+           f"{experiment.step}s", conclusion.min_success, outputs.report)
     if conclusion.failed is not None:
         raise RunFailed(conclusion.failed)
     if conclusion.objective_missed is not None:

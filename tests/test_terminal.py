@@ -50,7 +50,7 @@ def test_plot_runs_in_a_terminal(tmp_path):
     assert "wrote" in screen and list((tmp_path / "p").glob("trap-*-throughput.png"))
 
 
-@pytest.mark.parametrize("command", ["trap", "semaphore", "rate", "find", "pipeline", "threads", "plot", "compare", "serve", None])
+@pytest.mark.parametrize("command", ["trap", "semaphore", "rate", "find", "pipeline", "threads", "plot", "report", "compare", "serve", None])
 def test_help_shows_no_type_placeholders_and_unbroken_sentences(command):
     import os
     import subprocess

@@ -24,7 +24,9 @@ class Experiment:
     requests wait for a slot in the client (the wait is shown and charted); `collapses` says
     goodput falls above the sweet spot (the verdict says where). `charts` draws a run's charts.
     `completed_key` is the sidecar's count of finished steps ("levels_completed"); `row_keys`
-    the columns that name a row in messages ("level 1000").
+    the columns that name a row in messages ("level 1000"). `summary` says what a run read
+    back from disk concluded — its tables and verdict lines, as the terminal showed them — for
+    the HTML report.
     """
 
     name: str
@@ -39,6 +41,7 @@ class Experiment:
     queue_wait: bool = False
     collapses: bool = False
     row_keys: tuple[str, ...] = ("level",)
+    summary: Callable[[Run], list[Any]] | None = None
 
 
 LOAD_REQUIRED = (
@@ -56,9 +59,24 @@ def load_sweep(name: str, step: str, axis_label: str, verdict_word: str, queue_w
 
         return plots.load_charts(run, out_dir, min_success, axis_label, step, queue_wait)
 
-    return Experiment(name=name, step=step, completed_key="levels_completed", required=LOAD_REQUIRED, sort_by=("level",), charts=charts,
-                      axis_label=axis_label, verdict_word=verdict_word, load_sweep=True,
-                      queue_wait=queue_wait, collapses=collapses)
+    def summary(run: Run) -> list[Any]:
+        from asyncbench import report
+
+        rows = run.rows()
+        sweet = sweet_row(run, rows)
+        return [report.level_table(rows, sweet, f"{name}: {len(rows)} {step}s", step, queue_wait),
+                report.verdict(rows, sweet, verdict_word, run.setting("min_success", 0.99), collapses)]
+
+    return Experiment(name=name, step=step, completed_key="levels_completed", required=LOAD_REQUIRED,
+                      sort_by=("level",), charts=charts, axis_label=axis_label, verdict_word=verdict_word,
+                      load_sweep=True, queue_wait=queue_wait, collapses=collapses, summary=summary)
+
+
+def sweet_row(run: Run, rows: list[Any]) -> Any | None:
+    """The row the sidecar named the sweet spot, if any."""
+    spot = run.meta.get("sweet_spot")
+    level = spot.get("level") if isinstance(spot, dict) else None
+    return next((r for r in rows if r.level == level), None)
 
 
 class StepEvents(Protocol):

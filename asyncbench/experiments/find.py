@@ -32,10 +32,31 @@ def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
     return [plots.find_chart(run, out_dir)]
 
 
+def _summary(run: Any) -> list[Any]:
+    from rich.text import Text
+
+    from asyncbench import report
+
+    rows = run.rows()
+    unit = "req/s" if run.setting("mode", "concurrency") == "rate" else "in flight"
+    found = run.meta.get("result")
+    level = found.get("level") if isinstance(found, dict) else None
+    best = next((r for r in rows if r.level == level and r.passed), None)
+    objective = run.meta.get("objective", "")
+    shown: list[Any] = [report.find_table(rows, best, f"find: {len(rows)} probes ({objective})", unit)]
+    if best is None:
+        shown.append(Text(f"not found: no level met the objective ({objective})", style="bold red"))
+    else:
+        shown.append(Text(f"found: {best.level:,} {unit} — the most that met {objective}: goodput "
+                          f"{report.fmt_rate(best.goodput_rps)} req/s, p99 {report.fmt_ms(best.latency_p99_s)} ms",
+                          style="bold green"))
+    return shown
+
+
 EXPERIMENT = Experiment(
     name="find", step="probe", completed_key="probes_completed",
     required=(*LOAD_REQUIRED, "passed"), sort_by=(), charts=_charts,
-    axis_label="level probed", verdict_word="level",
+    axis_label="level probed", verdict_word="level", summary=_summary,
 )
 
 

@@ -35,17 +35,28 @@ def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
     return plots.pipeline_charts(run, out_dir)
 
 
+def _summary(run: Any) -> list[Any]:
+    from asyncbench import report
+
+    rows = run.rows()
+    findings = run.meta.get("findings")
+    return [report.pipeline_table(rows, f"pipeline: {len(rows)} runs"),
+            *(str(f) for f in (findings if isinstance(findings, list) else []))]
+
+
+_perf = time.perf_counter
+_WHITESPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+
+
 EXPERIMENT = Experiment(
     name="pipeline", completed_key="pairs_completed", step="run",
     required=("experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
               "throughput_cps", "peak_traced_mb", "peak_rss_mb"),
     sort_by=("input_mb", "batch_size", "concurrency"), charts=_charts,
-    row_keys=("input_mb", "batch_size", "concurrency"),
+    row_keys=("input_mb", "batch_size", "concurrency"), summary=_summary,
 )
 
-_perf = time.perf_counter
-_WHITESPACE = re.compile(r"\s+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 
 
 # --- stages ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncbench.engines import open_engine
-from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
+from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents, sweet_row
 from asyncbench.experiments.load import RequestSpec
 from asyncbench.metrics import RoundFacts, latency_quantiles
 from asyncbench.rates import RateRecorder, RateStats, summarize_rate
@@ -39,11 +39,20 @@ def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
     return plots.rate_charts(run, out_dir)
 
 
+def _summary(run: Any) -> list[Any]:
+    from asyncbench import report
+
+    rows = run.rows()
+    sweet = sweet_row(run, rows)
+    return [report.rate_table(rows, sweet, f"rate: {len(rows)} rates"),
+            report.rate_verdict(rows, sweet, run.setting("min_success", 0.99), run.setting("slo_p99_s", None))]
+
+
 EXPERIMENT = Experiment(
     name="rate", step="rate", completed_key="rates_completed",
     required=(*LOAD_REQUIRED, "offered_rps", "achieved_rps", "dropped", "send_lag_p99_s"),
     sort_by=("level",), charts=_charts, axis_label="offered rate (requests per second)",
-    verdict_word="rate", load_sweep=True,
+    verdict_word="rate", load_sweep=True, summary=_summary,
 )
 
 

@@ -36,14 +36,31 @@ def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
     return [plots.threads_timeline(run, out_dir)]
 
 
-EXPERIMENT = Experiment(
-    name="threads", completed_key="phases_completed", step="phase",
-    required=("experiment", "phase", "task_id", "thread_name", "start_s", "end_s"), sort_by=(),
-    charts=_charts, row_keys=("phase", "task_id"),
-)
+def _summary(run: Any) -> list[Any]:
+    from types import SimpleNamespace
+
+    from rich.text import Text
+
+    from asyncbench import report
+
+    phases = run.meta.get("summary")
+    shown: list[Any] = []
+    if isinstance(phases, list) and phases:
+        shown.append(report.phase_summary_table([SimpleNamespace(**p) for p in phases]))
+    if run.meta.get("verdict"):
+        shown.append(Text(str(run.meta["verdict"]), style="bold"))
+    return shown
+
 
 PHASES = ("concurrent", "blocking", "nonblocking", "to_thread")
 _perf = time.perf_counter
+
+
+EXPERIMENT = Experiment(
+    name="threads", completed_key="phases_completed", step="phase",
+    required=("experiment", "phase", "task_id", "thread_name", "start_s", "end_s"), sort_by=(),
+    charts=_charts, row_keys=("phase", "task_id"), summary=_summary,
+)
 
 
 @dataclass
