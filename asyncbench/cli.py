@@ -535,6 +535,7 @@ def threads(
     html_report: HtmlReportOpt = False,
     fail_if: FailIfOpt = None,
     server_latency: SrvLatencyOpt = 0.05,
+    impact: Annotated[int, typer.Option("--impact", metavar="N", help="Then N concurrent GETs three ways — one event loop, a thread per request, asyncio's default pool — with the threads, memory and time each took (0: not).")] = 0,
 ) -> None:
     """asyncio is one thread: concurrent, not parallel (Lab 2.1).
 
@@ -546,8 +547,11 @@ def threads(
     check_range("--tasks", tasks, 1, 1000)
     check_range("--sleep", sleep, 0, 10)
     check_range("--timeout", timeout, 0, low_inclusive=False)
-    server = _server_config(server_latency, 100, 400, 0.0)
-    run_threads(url, server, _outputs(results_dir, plots_dir, no_plot, html_report), tasks, sleep, timeout, fail_if or [])
+    check_range("--impact", impact, 0, 10_000)
+    # With --impact, the embedded server takes all N at once: what is measured is the client's cost.
+    server = _server_config(server_latency, max(100, impact), max(400, impact), 0.0)
+    run_threads(url, server, _outputs(results_dir, plots_dir, no_plot, html_report), tasks, sleep, timeout,
+                fail_if or [], impact)
 
 
 @command("Tools")

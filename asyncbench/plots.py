@@ -361,6 +361,31 @@ def threads_timeline(run: Run, out_dir: Path) -> Path:
     return _save(fig, out_dir, f"{run.stem}-timeline")
 
 
+def impact_chart(run: Run, out_dir: Path) -> Path | None:
+    """`threads --impact`: threads alive, memory added and wall time of each way, side by side."""
+    ways = run.meta.get("impact")
+    if not isinstance(ways, list) or not ways:
+        return None
+    names = [str(w["way"]) for w in ways]
+    colors = [BLUE if n == "asyncio" else ORANGE for n in names]
+    n = int(ways[0]["requests"])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    panels = (("threads_peak", "threads alive at most", "{:,.0f}"), ("rss_growth_mb", "memory added (MB, RSS)", "{:,.1f}"),
+              ("wall_s", "wall time (s)", "{:,.2f}"))
+    for ax, (key, label, fmt) in zip(axes, panels, strict=True):
+        values = [float(w[key]) for w in ways]
+        bars = ax.bar(names, values, color=colors)
+        ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=9, padding=2)
+        ax.set_title(label, fontsize=10, loc="left")
+        ax.set_ylim(0, max(values) * 1.18 or 1)
+        ax.tick_params(axis="x", labelsize=8.5)
+        ax.grid(axis="x", visible=False)
+    fig.suptitle(f"{n:,} concurrent GETs: one event loop vs a thread each vs asyncio's default pool",
+                 fontsize=12, fontweight="bold", x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return _save(fig, out_dir, f"{run.stem}-impact")
+
+
 def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
     """Lab 2.2 vs Lab 2.3: goodput, success rate and latency, unbounded vs semaphore."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))

@@ -398,6 +398,25 @@ def phase_summary_table(summaries: Sequence[Any]) -> FitTable:
     return table
 
 
+def impact_line(w: Any) -> str:
+    """One way of `threads --impact`, as it finishes."""
+    return (f"impact {w.way}: {w.requests:,} GETs in {w.wall_s:.2f} s, {w.successes:,} ok, at most "
+            f"{w.threads_peak:,} threads alive, peak RSS {w.peak_rss_mb:,.1f} MB (+{w.rss_growth_mb:,.1f})")
+
+
+def impact_table(ways: Sequence[Any], title: str) -> FitTable:
+    """`threads --impact`: threads, memory and time of the same requests done three ways."""
+    table = _table(title)
+    table.add_column("way")
+    for header in ("threads\npeak", "workers", "peak RSS\nMB", "RSS +\nMB", "wall\ns", "req/s", "ok"):
+        table.add_column(header, justify="right")
+    for w in ways:
+        table.add_row(w.way, f"{w.threads_peak:,}", f"{w.workers:,}" if w.workers else "-", f"{w.peak_rss_mb:,.1f}",
+                      f"{w.rss_growth_mb:,.1f}", f"{w.wall_s:.2f}", fmt_rate(w.throughput_rps),
+                      f"{w.successes:,}", style="bold green" if w.way == "asyncio" else None)
+    return table
+
+
 # --- the open model ------------------------------------------------------------------------------
 
 

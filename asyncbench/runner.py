@@ -461,15 +461,16 @@ class ThreadsPlan(_PlanDefaults):
     latency_file = False
     total_steps = 4
 
-    def __init__(self, tasks: int, sleep: float, timeout: float) -> None:
+    def __init__(self, tasks: int, sleep: float, timeout: float, impact: int = 0) -> None:
         from asyncbench.experiments import threads
 
         self.lab = threads
         self.experiment = threads.EXPERIMENT
-        self.tasks, self.sleep, self.timeout = tasks, sleep, timeout
+        self.tasks, self.sleep, self.timeout, self.impact = tasks, sleep, timeout, impact
         self.target_url = ""
         self.summaries: list[metrics.PhaseSummary] = []
         self.coroutine_threads: set[str] = set()
+        self.ways: list[Any] = []  # --impact: each way's record
 
     def bind(self, target_url: str, scratch: Path) -> RequestSpec:
         from asyncbench.experiments.load import RequestSpec
@@ -479,15 +480,26 @@ class ThreadsPlan(_PlanDefaults):
 
     def config(self) -> dict[str, Any]:
         return {"tasks": self.tasks, "sleep_s": self.sleep, "timeout_s": self.timeout,
-                "to_thread_workers": self.tasks, "default_executor_workers": self.lab.default_pool_size()}
+                "to_thread_workers": self.tasks, "default_executor_workers": self.lab.default_pool_size(),
+                "impact": self.impact}
 
     @property
     def row_type(self) -> type:
         return self.lab.TaskRecord
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
+        def way_done(way: Any) -> None:
+            # Into the sidecar at once, as a phase's rows are: nothing measured is lost.
+            self.ways.append(way)
+            writer.write_metadata(impact=[asdict(w) for w in self.ways])
+            line = report.impact_line(way)
+            if steps.progress is None:
+                print(f"asyncbench: {line}", file=sys.stderr, flush=True)
+            else:
+                steps.console.print(line)
+
         return self.lab.run(self.lab.ThreadsConfig(url=self.target_url, tasks=self.tasks, sleep=self.sleep,
-                                                   timeout=self.timeout), steps)
+                                                   timeout=self.timeout, impact=self.impact, on_way=way_done), steps)
 
     def rows(self, phase: Any) -> list[dict[str, Any]]:
         return [asdict(record) for record in phase.records]
@@ -510,13 +522,31 @@ class ThreadsPlan(_PlanDefaults):
             shown.append(Text(
                 f"note: to_thread ran on a pool of {self.tasks} workers; asyncio's default pool has "
                 f"{pool} (min(32, CPUs + 4)) and would run {self.tasks} tasks in waves", style="yellow"))
-        return Conclusion({"summary": [asdict(s) for s in summaries], "verdict": verdict}, shown)
+        metadata: dict[str, Any] = {"summary": [asdict(s) for s in summaries], "verdict": verdict}
+        if self.impact:
+            from asyncbench.experiments import impact
+
+            ways = self.ways
+            metadata["impact"] = [asdict(w) for w in ways]
+            metadata["impact_verdict"] = impact.verdict(ways) if ways else "no way finished"
+            if ways:
+                shown += [report.impact_table(ways, f"{self.impact:,} concurrent GETs, three ways"),
+                          Text(metadata["impact_verdict"], style="bold")]
+            refused = [w for w in ways if w.failures]
+            if refused:
+                shown.append(Text(
+                    "warning: the target refused or failed some: " + "; ".join(
+                        f"{w.way} {w.failures:,} of {w.requests:,} ({w.errors})" for w in refused)
+                    + f" — the comparison needs a server with room for {self.impact:,} requests at once "
+                    "(the embedded server is started with it when no URL is given)", style="yellow"))
+        return Conclusion(metadata, shown)
 
 
 def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: int, sleep: float,
-                timeout: float, fail_if: Sequence[str] = ()) -> None:
-    """The four phases; a table per phase as it finishes, the summary, the verdict, the timeline."""
-    session.run(ThreadsPlan(tasks, sleep, timeout), url, server, outputs, fail_if)
+                timeout: float, fail_if: Sequence[str] = (), impact: int = 0) -> None:
+    """The four phases; a table per phase as it finishes, the summary, the verdict, the timeline;
+    with `impact`, N concurrent GETs three ways (asyncio, a thread each, the default pool)."""
+    session.run(ThreadsPlan(tasks, sleep, timeout, impact), url, server, outputs, fail_if)
 
 
 # --- plot --------------------------------------------------------------------------------------

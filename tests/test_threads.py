@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from conftest import read_csv, run_cli
@@ -72,3 +73,49 @@ def test_output_has_the_tables_the_verdict_and_the_chart(threads_run):
 def test_bad_input_exits_2(tmp_path, args, named):
     out = run_cli("threads", *args, "--results-dir", str(tmp_path))
     assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def impact_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("impact")
+    out = run_cli("threads", "--tasks", "2", "--sleep", "0.01", "--impact", "60", "--server-latency", "0.5",
+                  "--results-dir", str(folder / "r"), "--plots-dir", str(folder / "p"))
+    assert out.returncode == 0, out.stderr
+    [csv_path] = list((folder / "r").glob("threads-*.csv"))
+    return out, json.loads(csv_path.with_suffix(".json").read_text()), folder
+
+
+def test_impact_asyncio_runs_every_request_on_one_thread_and_threads_need_one_each(impact_run):
+    _, meta, _ = impact_run
+    ways = {w["way"]: w for w in meta["impact"]}
+    assert list(ways) == ["asyncio", "thread-per-request", "default-pool"]
+    assert all(w["requests"] == w["successes"] == 60 for w in ways.values())
+    assert ways["asyncio"]["threads_peak"] <= 2  # the event loop's thread (and at most one helper)
+    # The server holds each request 0.5 s, far longer than starting 60 threads takes: the pool
+    # grows to a thread for (nearly) every request.
+    assert ways["thread-per-request"]["threads_peak"] >= 45
+    pool = ways["default-pool"]
+    assert pool["threads_peak"] <= pool["workers"] + 2
+    waves = math.ceil(60 / pool["workers"])  # asyncio's default pool: min(32, CPUs + 4) at a time
+    assert pool["wall_s"] >= waves * 0.5 * 0.9
+    if waves >= 3:
+        assert pool["wall_s"] > ways["asyncio"]["wall_s"]
+    assert all(w["peak_rss_mb"] > 0 for w in ways.values())
+
+
+def test_impact_is_shown_said_and_charted(impact_run):
+    out, meta, folder = impact_run
+    assert "60 concurrent GETs, three ways" in out.stdout
+    assert meta["impact_verdict"].startswith("60 concurrent requests on asyncio ran on one event loop")
+    assert "thread-per-request needed" in meta["impact_verdict"] and "in waves" in meta["impact_verdict"]
+    assert "impact thread-per-request: 60 GETs" in out.stderr  # each way said as it finished
+    assert list((folder / "p").glob("threads-*-impact.png"))
+
+
+def test_impact_says_when_the_target_refused_some(start_server, tmp_path):
+    url = start_server(latency=0.2, capacity=20, queue=20)  # room for 40 of the 60
+    out = run_cli("threads", url, "--tasks", "2", "--sleep", "0.01", "--impact", "60", "--no-plot",
+                  "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert "the target refused or failed some" in out.stdout and "HTTP 503" in out.stdout
+    assert "room for 60 requests at once" in out.stdout

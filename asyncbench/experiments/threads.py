@@ -15,7 +15,6 @@ A ticker task that wakes every 10 ms measures how late the loop was in each phas
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -27,13 +26,16 @@ from typing import Any
 from asyncbench import signals
 from asyncbench.client import AsyncHttpClient
 from asyncbench.experiments.descriptor import Experiment, StepEvents
+from asyncbench.experiments.impact import WAYS, ImpactWay, run_way
+from asyncbench.experiments.impact import default_pool_size as default_pool_size  # the lab's, re-exported
 from asyncbench.system import LoopLagMonitor
 
 
 def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
     from asyncbench import plots
 
-    return [plots.threads_timeline(run, out_dir)]
+    impact = plots.impact_chart(run, out_dir)
+    return [plots.threads_timeline(run, out_dir), *([impact] if impact else [])]
 
 
 def _summary(run: Any) -> list[Any]:
@@ -49,6 +51,11 @@ def _summary(run: Any) -> list[Any]:
         shown.append(report.phase_summary_table([SimpleNamespace(**p) for p in phases]))
     if run.meta.get("verdict"):
         shown.append(Text(str(run.meta["verdict"]), style="bold"))
+    ways = run.meta.get("impact")
+    if isinstance(ways, list) and ways:
+        n = int(ways[0]["requests"])
+        shown.append(report.impact_table([SimpleNamespace(**w) for w in ways], f"{n:,} concurrent GETs, three ways"))
+        shown.append(Text(str(run.meta.get("impact_verdict", "")), style="bold"))
     return shown
 
 
@@ -92,11 +99,8 @@ class ThreadsConfig:
     tasks: int = 10
     sleep: float = 0.2
     timeout: float = 10.0
-
-
-def default_pool_size() -> int:
-    """Workers in asyncio's default executor: min(32, CPUs + 4)."""
-    return min(32, (os.cpu_count() or 1) + 4)
+    impact: int = 0  # after the phases, this many concurrent GETs three ways (0: not)
+    on_way: Callable[[ImpactWay], None] | None = None  # each way's record, as soon as it is measured
 
 
 async def _phase(name: str, tasks: int, body: Callable[[], Awaitable[tuple[str, bool]]]) -> PhaseRun:
@@ -150,4 +154,9 @@ async def run(config: ThreadsConfig, events: StepEvents) -> list[PhaseRun]:
             results.append(phase)
             events.finished(phase)
     executor.shutdown(wait=False)
+    if config.impact:
+        for way in WAYS:
+            measured = await run_way(way, config.url, config.impact, config.timeout)
+            if config.on_way is not None:
+                config.on_way(measured)
     return results
