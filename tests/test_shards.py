@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, read_csv, result_files, run_cli, server_stats
+from conftest import free_port, read_csv, result_files, run_cli, server_stats, wait_for_line
 
 from asyncbench.experiments.load import RequestSpec
 from asyncbench.metrics import LatencyHistogram
@@ -103,16 +103,21 @@ def test_processes_split_a_sweep_and_every_request_is_counted_once(start_server,
     assert all(s["status"] == "ok" and s["worker"].startswith("pid ") for s in _shards(sidecar))
 
 
+def _one_step(experiment: str, url: str, tmp_path: Path, *args: str) -> tuple[dict, dict]:
+    """Run a one-step experiment; its one row and its sidecar."""
+    proc = run_cli(experiment, url, *args, "--results-dir", str(tmp_path / "r"), "--no-plot")
+    assert proc.returncode == 0, proc.stderr
+    csv_path, json_path, _ = result_files(tmp_path / "r", experiment)
+    [row] = read_csv(csv_path)
+    return row, json.loads(json_path.read_text())
+
+
 def test_rate_on_processes_sends_the_whole_schedule(start_server, tmp_path):
     url = start_server(latency=0.002, capacity=200, queue=200)
-    proc = run_cli("rate", url, "--rates", "400", "--duration", "1", "--processes", "2",
-                   "--results-dir", str(tmp_path / "r"), "--no-plot")
-    assert proc.returncode == 0, proc.stderr
-    csv_path, json_path, _ = result_files(tmp_path / "r", "rate")
-    [row] = read_csv(csv_path)
+    row, sidecar = _one_step("rate", url, tmp_path, "--rates", "400", "--duration", "1", "--processes", "2")
     assert int(row["requests"]) == 400 and int(row["dropped"]) == 0
     assert server_stats(url)["received"] == 1 + 400
-    shards = _shards(json.loads(json_path.read_text()))
+    shards = _shards(sidecar)
     assert [s["offered_rps"] for s in shards] == [200, 200]
 
 
@@ -138,15 +143,22 @@ def _wait_for(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_a_worker_that_dies_is_named_its_level_kept_and_the_next_level_runs(start_server, tmp_path):
-    url = start_server(latency=0.01, capacity=100, queue=100)
-    proc = subprocess.Popen([sys.executable, "-m", "asyncbench", "semaphore", url, "--limits", "2,4",
-                             "--requests", "400", "--processes", "2", "--cooldown", "0",
+def _start_semaphore(url: str, tmp_path: Path, limits: str, requests: int) -> tuple[subprocess.Popen, list[int]]:
+    """`semaphore --processes 2` started in the background: once both workers are up, the
+    process and its workers' pids."""
+    proc = subprocess.Popen([sys.executable, "-m", "asyncbench", "semaphore", url, "--limits", limits,
+                             "--requests", str(requests), "--processes", "2", "--cooldown", "0",
                              "--results-dir", str(tmp_path / "r"), "--no-plot"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: len(_workers_of(proc.pid)) == 2, "two workers")
-    victim = _workers_of(proc.pid)[0]
+    return proc, _workers_of(proc.pid)
+
+
+def test_a_worker_that_dies_is_named_its_level_kept_and_the_next_level_runs(start_server, tmp_path):
+    url = start_server(latency=0.01, capacity=100, queue=100)
+    proc, workers = _start_semaphore(url, tmp_path, "2,4", 400)
     _wait_for(lambda: server_stats(url)["received"] > 50, "the first limit's requests")
+    victim = workers[0]
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
@@ -163,35 +175,24 @@ def test_a_worker_that_dies_is_named_its_level_kept_and_the_next_level_runs(star
 
 
 def test_ctrl_c_stops_every_worker_and_keeps_the_finished_levels(start_server, tmp_path):
-    url = start_server(latency=0.01, capacity=100, queue=100)
-    proc = subprocess.Popen([sys.executable, "-m", "asyncbench", "semaphore", url, "--limits", "20,2",
-                             "--requests", "100000", "--processes", "2", "--cooldown", "0",
-                             "--results-dir", str(tmp_path / "r"), "--no-plot"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(_workers_of(proc.pid)) == 2, "two workers")
-    workers = _workers_of(proc.pid)
-    _wait_for(lambda: server_stats(url)["received"] > 100, "the requests")
+    # The server freezes for a minute 10 requests into the second limit: interrupted in it.
+    url = start_server(latency=0.01, capacity=100, queue=100, stall_after=1 + 400 + 10, stall=60)
+    proc, workers = _start_semaphore(url, tmp_path, "4,8", 400)
+    wait_for_line(proc.stderr, "limit 4 done", proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not [w for w in workers if _alive(w)]
-    seen = server_stats(url)["received"]
-    assert server_stats(url)["received"] == seen  # nothing is still sending
     csv_path, _, _ = result_files(tmp_path / "r", "semaphore")
-    assert read_csv(csv_path) == []  # the level in progress is not a finished level
+    assert [(r["level"], r["requests"]) for r in read_csv(csv_path)] == [("4", "400")]
 
 
 def test_a_local_dask_cluster_runs_the_shards_and_counts_every_request(start_server, tmp_path):
     url = start_server(latency=0.01, capacity=200, queue=200)
-    proc = run_cli("semaphore", url, "--limits", "10", "--requests", "300", "--cluster", "local:2",
-                   "--results-dir", str(tmp_path / "r"), "--no-plot")
-    assert proc.returncode == 0, proc.stderr
-    csv_path, json_path, _ = result_files(tmp_path / "r", "semaphore")
-    [row] = read_csv(csv_path)
+    row, sidecar = _one_step("semaphore", url, tmp_path, "--limits", "10", "--requests", "300", "--cluster", "local:2")
     assert int(row["requests"]) == int(row["successes"]) == 300
     assert server_stats(url)["received"] == 1 + 300
-    sidecar = json.loads(json_path.read_text())
     assert sidecar["scale"] == {"processes": None, "cluster": "local:2", "workers": 2}
     shards = _shards(sidecar)
     assert len({s["worker"] for s in shards}) == 2 and all(s["worker"].startswith("tcp://127.0.0.1:") for s in shards)
@@ -215,14 +216,10 @@ def test_a_scheduler_and_workers_started_as_users_start_them(start_server, tmp_p
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
         url = start_server(latency=0.005, capacity=200, queue=200)
-        proc = run_cli("rate", url, "--rates", "200", "--duration", "1", "--cluster", address,
-                       "--results-dir", str(tmp_path / "r"), "--no-plot")
-        assert proc.returncode == 0, proc.stderr
-        csv_path, json_path, _ = result_files(tmp_path / "r", "rate")
-        [row] = read_csv(csv_path)
+        row, sidecar = _one_step("rate", url, tmp_path, "--rates", "200", "--duration", "1", "--cluster", address)
         assert int(row["requests"]) == 200
         assert server_stats(url)["received"] == 1 + 200
-        shards = _shards(json.loads(json_path.read_text()))
+        shards = _shards(sidecar)
         assert len({s["worker"] for s in shards}) == 2 and sum(s["requests"] for s in shards) == 200
     finally:
         for p in reversed(procs):
