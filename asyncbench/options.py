@@ -125,7 +125,7 @@ def check_utf8_args(args: list[str]) -> None:
                              "(for a binary request body, use --data @FILE)") from None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -163,13 +163,13 @@ def check_target_url(url: str) -> str:
     canonical = _legacy_ipv4(host)
     if canonical is not None:
         raise UsageError(f"invalid URL {url!r}: {host!r} is a shorthand IPv4 address; write it as {canonical}")
-    if not _is_loopback(host):
+    if not is_loopback(host):
         try:
             infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
         except OSError:
             raise UsageError(f"invalid URL {url!r}: cannot resolve host {host!r}") from None
         addresses = {info[4][0] for info in infos}
-        if not addresses or not all(_is_loopback(a) for a in addresses):
+        if not addresses or not all(is_loopback(a) for a in addresses):
             raise UsageError(
                 f"refusing to send load to {host!r} ({', '.join(sorted(addresses))}): "
                 "asyncbench only targets loopback addresses (127.0.0.0/8, ::1)"

@@ -84,6 +84,11 @@ class LoadPlan(_PlanDefaults):
 
     def bind(self, target_url: str, scratch: Path) -> RequestSpec:
         self.spec.url = target_url
+        remote = self.driver.remote_hosts()
+        if remote:
+            print(f"asyncbench: warning: {len(remote)} worker host(s) are other machines ({', '.join(remote[:5])}): "
+                  f"each loads {redact_url(target_url)} on its own loopback, so the target must run on each of them",
+                  file=sys.stderr, flush=True)
         return self.spec
 
     def config(self) -> dict[str, Any]:

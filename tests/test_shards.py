@@ -19,7 +19,7 @@ from conftest import free_port, read_csv, result_files, run_cli, server_stats, w
 from asyncbench.experiments.load import RequestSpec
 from asyncbench.metrics import LatencyHistogram
 from asyncbench.rates import RateRecorder
-from asyncbench.shards import split_closed, split_open
+from asyncbench.shards import remote_hosts, split_closed, split_open
 
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
 
@@ -79,6 +79,12 @@ def test_a_level_splits_into_shards_that_add_up():
     sends = sorted(j.phase_s + k / j.rate for j in jobs for k in range(j.total))
     assert sends == pytest.approx([i / 1000 for i in range(10)])
     assert sum(j.max_in_flight for j in jobs) == 100
+
+
+def test_workers_on_other_machines_are_told_apart_from_this_ones():
+    addresses = ["tcp://10.0.0.7:40123", "tcp://127.0.0.1:36039", "pid 4711", "tls://[::1]:8786",
+                 "tcp://[fe80::1]:9000", "tcp://10.0.0.7:40124"]
+    assert remote_hosts(addresses) == ["10.0.0.7", "fe80::1"]
 
 
 def _shards(sidecar: dict) -> list[dict]:

@@ -107,6 +107,9 @@ class Backend(Protocol):
     def workers(self) -> int:
         """How many shards a round can run at once."""
 
+    def addresses(self) -> list[str]:
+        """The workers' addresses ("tcp://host:port"), or names ("pid 4711")."""
+
     def submit(self, jobs: list[ShardJob]) -> None:
         """Start the shards; each reports ("ready", i), then waits for `go`."""
 
@@ -200,6 +203,10 @@ class Driver:
         """The sidecar's `scale`: how the load was made."""
         return {"processes": 1, "cluster": None}
 
+    def remote_hosts(self) -> list[str]:
+        """Hosts of workers on other machines (none but a cluster's)."""
+        return []
+
     def progress(self, recorder: LevelRecorder) -> int:
         """Requests of the round filling `recorder` that are done (or dropped) so far."""
         return recorder.count + getattr(recorder, "dropped", 0)
@@ -251,6 +258,9 @@ class ShardedDriver(Driver):
 
     def progress(self, recorder: LevelRecorder) -> int:
         return super().progress(recorder) + sum(self._live.get(id(recorder), {}).values())
+
+    def remote_hosts(self) -> list[str]:
+        return remote_hosts(self._backend.addresses() if self._backend is not None else [])
 
     async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
                      recorder: LevelRecorder) -> RoundFacts:
@@ -363,6 +373,21 @@ class _Coordinator:
         if pending:
             self.backend.abandon(pending)
         return [o for _, o in sorted(self.outcomes.items())]
+
+
+def remote_hosts(addresses: list[str]) -> list[str]:
+    """The hosts of worker addresses ("tcp://10.0.0.7:40123", "pid 4711") that are not this
+    machine's loopback."""
+    from asyncbench.options import is_loopback
+
+    hosts = set()
+    for address in addresses:
+        if "://" not in address:
+            continue  # a local process
+        host = address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+        if host and not is_loopback(host):
+            hosts.add(host)
+    return sorted(hosts)
 
 
 def parse_cluster(address: str) -> tuple[str, int | None]:

@@ -65,11 +65,11 @@ class ClusterBackend:
         self._names: Names | None = None
         self._checked = 0.0
 
-    def _addresses(self) -> list[str]:
+    def addresses(self) -> list[str]:
         return sorted(self.client.scheduler_info()["workers"])
 
     def workers(self) -> int:
-        return len(self._addresses())
+        return len(self.addresses())
 
     def submit(self, jobs: list[ShardJob]) -> None:
         from distributed import Event, Queue, Variable
@@ -79,7 +79,7 @@ class ClusterBackend:
         self._queue = Queue(names.events, client=self.client)
         self._go = Variable(names.go, client=self.client)
         self._stop = Event(names.stop, client=self.client)
-        addresses = self._addresses()
+        addresses = self.addresses()
         self._futures = {
             job.index: (address, self.client.submit(run_cluster_job, job, names, key=f"asyncbench-{tag}-shard-{job.index}",
                                                     workers=[address], allow_other_workers=False, pure=False,
@@ -102,7 +102,7 @@ class ClusterBackend:
         now = time.monotonic()
         if self._futures and now - self._checked > MEMBERSHIP_EVERY_S:
             self._checked = now
-            present = set(self._addresses())
+            present = set(self.addresses())
             for i, (address, future) in list(self._futures.items()):
                 if address not in present:
                     # Dask would run the task again elsewhere: a shard is one moment's load, not

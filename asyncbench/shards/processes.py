@@ -37,6 +37,9 @@ class ProcessBackend:
     def workers(self) -> int:
         return len(self._slots)
 
+    def addresses(self) -> list[str]:
+        return [f"pid {process.pid}" for process, _ in self._slots]
+
     def submit(self, jobs: list[ShardJob]) -> None:
         for slot, (process, conn) in enumerate(self._slots):
             if not process.is_alive():  # died in an earlier round: a fresh one takes its place
