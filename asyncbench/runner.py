@@ -497,11 +497,8 @@ class ThreadsPlan(_PlanDefaults):
             # Into the sidecar at once, as a phase's rows are: nothing measured is lost.
             self.ways.append(way)
             writer.write_metadata(impact=[asdict(w) for w in self.ways])
-            line = report.impact_line(way)
-            if steps.progress is None:
-                print(f"asyncbench: {line}", file=sys.stderr, flush=True)
-            else:
-                steps.console.print(line)
+            # A line per way, as a phase's table is printed when it ends (threads has no live display).
+            print(f"asyncbench: {report.impact_line(way)}", file=sys.stderr, flush=True)
 
         return self.lab.run(self.lab.ThreadsConfig(url=self.target_url, tasks=self.tasks, sleep=self.sleep,
                                                    timeout=self.timeout, impact=self.impact, on_way=way_done), steps)

@@ -335,7 +335,9 @@ class _Coordinator:
             if self.stop.is_set():
                 return self._stop_all()
             if time.monotonic() > deadline:
-                for i in set(range(n)) - ready - set(self.outcomes):
+                late = set(range(n)) - ready - set(self.outcomes)
+                backend.abandon(late)  # not left waiting for a start that will not come
+                for i in late:
                     self.outcomes[i] = Outcome(self.jobs[i], "?", "died",
                                                reason=f"not ready after {READY_TIMEOUT_S:g} s")
                 break
