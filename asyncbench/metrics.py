@@ -180,6 +180,11 @@ class LevelRecorder:
     def count(self) -> int:
         return self.latency.count
 
+    @property
+    def done(self) -> int:
+        """Requests of the run that are over, for progress."""
+        return self.latency.count
+
     def success(self, sent_at: float, done_at: float, body_bytes: int) -> None:
         """A request that succeeded at its first attempt (the engines' hot path)."""
         pending = self.latency.pending  # LatencyHistogram.record, inlined: one call less per request

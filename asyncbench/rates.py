@@ -62,6 +62,11 @@ class RateRecorder(LevelRecorder):
     def sent(self) -> int:
         return self.count
 
+    @property
+    def done(self) -> int:
+        """Requests sent and answered, and those dropped: the schedule's progress."""
+        return self.count + self.dropped
+
     def merge(self, other: LevelRecorder) -> None:
         """Add a shard of the same rate. The in-flight maximum becomes the sum of the shards'
         maxima: an upper bound, as their peaks need not coincide."""

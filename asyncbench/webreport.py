@@ -74,8 +74,10 @@ figure img { display: block; max-width: 100%; height: auto; border: 1px solid va
 """
 
 
-def render(runs: Sequence[Run], folder: Path, comparison: tuple[Run, Run] | None, skipped: Iterable[str] = ()) -> str:
-    """The page for `runs` (oldest first), with the trap-vs-semaphore comparison when given."""
+def render(runs: Sequence[Run], folder: Path, comparison: tuple[Run, Run] | None, skipped: Iterable[str] = (),
+           charts: dict[str, list[Path]] | None = None) -> str:
+    """The page for `runs` (oldest first), with the trap-vs-semaphore comparison when given.
+    `charts`: a run's charts already drawn (by its stem); the others are drawn here."""
     from asyncbench.experiments import registry
 
     experiments = registry()
@@ -98,7 +100,8 @@ def render(runs: Sequence[Run], folder: Path, comparison: tuple[Run, Run] | None
         if comparison is not None:
             body += _comparison(*comparison, charts_dir)
         for run in runs:
-            body += _section(run, experiments[run.experiment], charts_dir / run.stem)
+            drawn = (charts or {}).get(run.stem)
+            body += _section(run, experiments[run.experiment], charts_dir / run.stem, drawn)
     return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
             f"<title>asyncbench report — {_e(', '.join(dict.fromkeys(r.experiment for r in runs)))}</title>\n"
@@ -111,7 +114,7 @@ def _heading(run: Run) -> str:
     return f"{run.experiment} — {target_label(run.meta)} — {run.started.replace('T', ' ')}"
 
 
-def _section(run: Run, experiment: Any, charts_dir: Path) -> list[str]:
+def _section(run: Run, experiment: Any, charts_dir: Path, drawn: list[Path] | None) -> list[str]:
     meta = run.meta
     out = [f"<section id='{_e(run.stem)}'>", f"<h2>{_e(_heading(run))}</h2>", _facts(run)]
     if experiment.summary is not None:
@@ -131,8 +134,9 @@ def _section(run: Run, experiment: Any, charts_dir: Path) -> list[str]:
     shards = meta.get("shards")
     if isinstance(shards, list) and shards:
         out.append(_shards(shards))
-    min_success = run.setting("min_success", None)
-    out.append(_charts(experiment.charts(run, charts_dir, min_success), run.stem))
+    if drawn is None:
+        drawn = experiment.charts(run, charts_dir, run.setting("min_success", None))
+    out.append(_charts(drawn, run.stem))
     out.append("</section>")
     return out
 

@@ -209,7 +209,7 @@ class Driver:
 
     def progress(self, recorder: LevelRecorder) -> int:
         """Requests of the round filling `recorder` that are done (or dropped) so far."""
-        return recorder.count + getattr(recorder, "dropped", 0)
+        return recorder.done
 
     async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
                      recorder: LevelRecorder) -> RoundFacts:

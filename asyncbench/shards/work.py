@@ -68,7 +68,7 @@ async def _shard(job: ShardJob, recorder: Any, channel: Channel, start_at: float
     def watch() -> None:
         # A thread, so that a channel whose calls block (Dask's) never holds up the event loop.
         while not finished.wait(PROGRESS_EVERY_S):
-            channel.progress(job.index, recorder.count + getattr(recorder, "dropped", 0))
+            channel.progress(job.index, recorder.done)
             if channel.stopped():
                 told_to_stop.set()
                 loop.call_soon_threadsafe(task.cancel)
