@@ -5,6 +5,7 @@ spread (the range of their rounds), so noise is not called a regression.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +48,9 @@ class LevelComparison:
 
 def _spread(rounds: Mapping[str, Any], level: int, metric: str, row: Mapping[str, Any]) -> float:
     """The range of a figure over a level's rounds (0 with one round, or none recorded)."""
-    figures = [r.get(metric) for r in rounds.get(str(level), []) if isinstance(r, Mapping)]
-    values = [float(v) for v in figures if isinstance(v, (int, float))]
+    kept = rounds.get(str(level), []) if isinstance(rounds, Mapping) else []
+    figures = [r.get(metric) for r in kept if isinstance(r, Mapping)] if isinstance(kept, list) else []
+    values = [float(v) for v in figures if isinstance(v, (int, float)) and math.isfinite(v)]
     if len(values) >= 2:
         return max(values) - min(values)
     if metric == "goodput_rps" and "goodput_min_rps" in row and "goodput_max_rps" in row:
@@ -65,7 +67,8 @@ def compare(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Mapping[
     for level in sorted(set(base_by) & set(cand_by)):
         b, c = base_by[level], cand_by[level]
         comparison = LevelComparison(level)
-        for metric, _, higher_is_better in METRICS:
+        for name, _, higher_is_better in METRICS:
+            metric = _successes(name, b, c)
             bv, cv = float(b[metric]), float(c[metric])
             spread = _spread(base_rounds, level, metric, b) + _spread(cand_rounds, level, metric, c)
             moved = abs(cv - bv) > max(tolerance * abs(bv), spread)
@@ -73,6 +76,50 @@ def compare(base_rows: Sequence[Mapping[str, Any]], cand_rows: Sequence[Mapping[
             comparison.changes.append(Change(metric, bv, cv, spread,
                                              "no change" if not moved else ("better" if improved else "worse")))
         out.append(comparison)
+    return out
+
+
+def _successes(metric: str, *rows: Mapping[str, Any]) -> str:
+    """A latency is compared over the successes when both runs kept it apart (a server that
+    sheds fast would otherwise look faster), over every request otherwise."""
+    ok = f"ok_{metric}"
+    if metric.startswith("latency_") and all(_number(r.get(ok)) for r in rows):
+        return ok
+    return metric
+
+
+def _number(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# What makes two runs' figures comparable: the same target, served the same way, asked the same.
+_SAME_REQUEST = ("method", "headers", "data_sha256")
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """How two runs' sidecars differ in what they loaded: the target (the URL, or the embedded
+    server's settings: its port aside, which is new each run) and the request's shape. Empty
+    when they loaded the same thing."""
+    out: list[str] = []
+    kind_a, kind_b = a.get("target_kind"), b.get("target_kind")
+    if kind_a != kind_b:
+        out.append(f"target: {kind_a or '?'} vs {kind_b or '?'}")
+    elif kind_a == "embedded":
+        sa = a.get("server") if isinstance(a.get("server"), Mapping) else {}
+        sb = b.get("server") if isinstance(b.get("server"), Mapping) else {}
+        for key in sorted((set(sa) | set(sb)) - {"host", "port"}):
+            if sa.get(key) != sb.get(key):
+                out.append(f"server {key}: {sa.get(key)} vs {sb.get(key)}")
+    elif a.get("target") != b.get("target"):
+        out.append(f"target: {a.get('target')} vs {b.get('target')}")
+    ca = a.get("config") if isinstance(a.get("config"), Mapping) else {}
+    cb = b.get("config") if isinstance(b.get("config"), Mapping) else {}
+    for key in _SAME_REQUEST:
+        if ca.get(key) != cb.get(key):
+            out.append(f"{key}: {ca.get(key)} vs {cb.get(key)}")
     return out
 
 

@@ -29,6 +29,15 @@ class TargetError(AsyncbenchError):
     """The target could not be reached or started."""
 
 
+class TargetGone(TargetError):
+    """The target stopped accepting connections in the middle of a run, at `step` (the step's
+    name and value, "limit 20"): the steps it answered are kept, the run fails (exit 1)."""
+
+    def __init__(self, step: str, level: int, detail: str) -> None:
+        super().__init__(f"the target went away during {step}: {detail}")
+        self.step, self.level, self.detail = step, level, detail
+
+
 class RunFailed(AsyncbenchError):
     """The run was done and its results written, but part of its load could not be made."""
 

@@ -1,8 +1,10 @@
 """Per-request records → per-level statistics: percentiles, goodput, Little's law, the sweet spot.
 
-Latencies go into `LatencyHistogram`, an HDR-style log-bucketed histogram (at most 1 % relative
-error), so a level's memory is bounded by the number of buckets, not by its request count, and
-rounds of a level merge by adding counts.
+Latencies go into `LatencyHistogram`, an HDR-style log-bucketed histogram (at most 0.1 % relative
+error, three significant digits, as HdrHistogram), so a level's memory is bounded by the number
+of buckets, not by its request count, and rounds of a level merge by adding counts. Successes
+and failures are kept in two histograms: a level that sheds fast 503s must not report its
+successes' latency as lower than the server's service time.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ class LatencyHistogram:
     """Log-bucketed latency histogram with exact count, sum, min and max.
 
     Buckets grow by `_RATIO`; a value is reported as its bucket's geometric midpoint, whose
-    relative error is at most sqrt(_RATIO) - 1 < 1 %. Range 1 µs .. ~1 h; values outside are
-    clamped into the end buckets (min and max stay exact).
+    relative error is at most sqrt(_RATIO) - 1 < 0.1 % (three significant digits), and never
+    below the smallest nor above the largest value recorded. Range 1 µs .. ~1 h; values
+    outside are clamped into the end buckets (min and max stay exact).
 
     `record` only appends to a small buffer, folded into the buckets by numpy a few thousand
     values at a time: at tens of thousands of requests a second, bucketing each value in
     Python would be a visible share of the client's own cost.
     """
 
-    _RATIO = 1.02
+    _RATIO = 1.002
     _LOWEST = 1e-6
     _LOG_RATIO = math.log(_RATIO)
     _BUCKETS = int(math.log(3600.0 / _LOWEST) / math.log(_RATIO)) + 2
@@ -151,19 +154,23 @@ class LatencyHistogram:
 class LevelRecorder:
     """Accumulates one run of one level, request by request, in constant memory.
 
-    Times are kept relative to `origin`, the `perf_counter()` of the run's start, so that
-    shards recorded apart (other processes, other machines) merge on one time axis.
-    `submitted_at`, when set, is the moment every request of the run was submitted at once
-    (the semaphore's queue): a request's queue wait is then its send time minus that.
+    Latencies of successes (`ok`) and of failures (`failed`) are kept apart; `latency` is
+    both together. Times are kept relative to `origin`, the `perf_counter()` of the run's
+    start, so that shards recorded apart (other processes, other machines) merge on one time
+    axis. `submitted_at`, when set, is the moment every request of the run was submitted at
+    once (the semaphore's queue): a request's queue wait is then its send time minus that.
+    `throttled` counts the attempts the server answered 429, or 503 with a Retry-After —
+    retried ones too.
     """
 
     __slots__ = (
-        "latency", "queue_wait_total", "successes", "attempts", "errors", "first_sent", "last_done",
-        "body_bytes", "error_statuses", "retry_after_refused", "origin", "submitted_at",
+        "ok", "failed", "queue_wait_total", "successes", "attempts", "errors", "first_sent", "last_done",
+        "body_bytes", "error_statuses", "retry_after_refused", "throttled", "origin", "submitted_at",
     )
 
     def __init__(self, origin: float = 0.0, submitted_at: float | None = None) -> None:
-        self.latency = LatencyHistogram()
+        self.ok = LatencyHistogram()
+        self.failed = LatencyHistogram()
         self.queue_wait_total = 0.0
         self.successes = 0
         self.attempts = 0
@@ -173,24 +180,33 @@ class LevelRecorder:
         self.body_bytes = 0
         self.error_statuses: dict[int, int] = {}  # HTTP status → failed responses with it
         self.retry_after_refused = 0
+        self.throttled = 0
         self.origin = origin
         self.submitted_at = submitted_at
 
     @property
+    def latency(self) -> LatencyHistogram:
+        """Every request's latency, successes and failures together (a new histogram)."""
+        both = LatencyHistogram()
+        both.merge(self.ok)
+        both.merge(self.failed)
+        return both
+
+    @property
     def count(self) -> int:
-        return self.latency.count
+        return self.ok.count + self.failed.count
 
     @property
     def done(self) -> int:
         """Requests of the run that are over, for progress."""
-        return self.latency.count
+        return self.ok.count + self.failed.count
 
     def success(self, sent_at: float, done_at: float, body_bytes: int) -> None:
         """A request that succeeded at its first attempt (the engines' hot path)."""
-        pending = self.latency.pending  # LatencyHistogram.record, inlined: one call less per request
+        pending = self.ok.pending  # LatencyHistogram.record, inlined: one call less per request
         pending.append(done_at - sent_at)
         if len(pending) >= LatencyHistogram._BATCH:
-            self.latency.flush()
+            self.ok.flush()
         self.successes += 1
         self.attempts += 1
         self.body_bytes += body_bytes
@@ -204,16 +220,18 @@ class LevelRecorder:
             self.last_done = done_at
 
     def add(self, result: FetchResult) -> None:
-        self.latency.record(result.latency_s)
         if self.submitted_at is not None:
             self.queue_wait_total += result.sent_at - self.submitted_at
         else:
             self.queue_wait_total += result.queue_wait_s
         self.attempts += result.attempts
         self.body_bytes += result.body_bytes
+        self.throttled += result.throttled
         if result.ok:
+            self.ok.record(result.latency_s)
             self.successes += 1
         else:
+            self.failed.record(result.latency_s)
             self.errors[result.error or "other"] += 1
             if result.status is not None:
                 self.error_statuses[result.status] = self.error_statuses.get(result.status, 0) + 1
@@ -233,12 +251,14 @@ class LevelRecorder:
     def merge(self, other: LevelRecorder) -> None:
         """Add `other` (a shard of the same level, timed from the same start) to this one:
         counts add, histograms merge, the span covers both."""
-        self.latency.merge(other.latency)
+        self.ok.merge(other.ok)
+        self.failed.merge(other.failed)
         self.queue_wait_total += other.queue_wait_total
         self.successes += other.successes
         self.attempts += other.attempts
         self.body_bytes += other.body_bytes
         self.retry_after_refused += other.retry_after_refused
+        self.throttled += other.throttled
         for kind, n in other.errors.items():
             self.errors[kind] += n
         for code, n in other.error_statuses.items():
@@ -249,18 +269,19 @@ class LevelRecorder:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form; times in seconds after the run's start."""
         return {
-            "latency": self.latency.to_dict(), "queue_wait_total": self.queue_wait_total,
+            "ok": self.ok.to_dict(), "failed": self.failed.to_dict(), "queue_wait_total": self.queue_wait_total,
             "successes": self.successes, "attempts": self.attempts, "errors": dict(self.errors),
             "first_sent": self.first_sent if self.count else None,
             "last_done": self.last_done if self.count else None, "body_bytes": self.body_bytes,
             "error_statuses": {str(k): v for k, v in self.error_statuses.items()},
-            "retry_after_refused": self.retry_after_refused,
+            "retry_after_refused": self.retry_after_refused, "throttled": self.throttled,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LevelRecorder:
         rec = cls()
-        rec.latency = LatencyHistogram.from_dict(data["latency"])
+        rec.ok = LatencyHistogram.from_dict(data["ok"])
+        rec.failed = LatencyHistogram.from_dict(data["failed"])
         rec.queue_wait_total = float(data["queue_wait_total"])
         rec.successes, rec.attempts = int(data["successes"]), int(data["attempts"])
         rec.errors.update({k: int(v) for k, v in data["errors"].items()})
@@ -269,6 +290,7 @@ class LevelRecorder:
         rec.body_bytes = int(data["body_bytes"])
         rec.error_statuses = {int(k): int(v) for k, v in data["error_statuses"].items()}
         rec.retry_after_refused = int(data["retry_after_refused"])
+        rec.throttled = int(data["throttled"])
         return rec
 
 
@@ -280,6 +302,7 @@ class RoundFacts:
     client_cpu_pct: float  # CPU time of this process / wall time, % of one core
     loop_lag_max_s: float  # worst delay of a 10 ms ticker on the event loop
     loop_late_share: float = 0.0  # the ticker's delays added up, over the round's wall time
+    cpu_wait_pct: float = 0.0  # time the event loop's thread waited for a CPU / wall time, % of one core
 
 
 @dataclass
@@ -320,6 +343,11 @@ class LevelStats:
     error_statuses: str  # HTTP status codes of failed responses with their counts: "503:120 429:4"
     retry_after_refused: int  # failures whose Retry-After was longer than the time left
     loop_late_share: float  # share of the level's time its event loop was behind (0..1)
+    ok_latency_p50_s: float  # latency of the successful requests only (0 when none succeeded)
+    ok_latency_p90_s: float
+    ok_latency_p99_s: float
+    ok_latency_max_s: float
+    throttled: int  # attempts answered 429, or 503 with a Retry-After (retried ones too)
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -344,11 +372,14 @@ LOW_EFFICIENCY = 0.5
 
 def is_client_limited(
     level: int, requests_per_round: int, latency_p50_s: float, efficiency: float,
-    cpu_pct: float, lag_s: float, late_share: float,
+    cpu_pct: float, lag_s: float, late_share: float, cpu_wait_pct: float = 0.0,
 ) -> bool:
-    """Whether a level's figures describe the load generator rather than the target."""
+    """Whether a level's figures describe the load generator rather than the target.
+
+    Busy means on a CPU or waiting for one (`cpu_wait_pct`): a client whose machine is shared
+    with a busy neighbour gets half a core, and is the limit all the same."""
     lagged = (lag_s >= LAG_FLOOR_S and lag_s >= LAG_SHARE_OF_P50 * latency_p50_s and late_share >= LATE_SHARE
-              and cpu_pct >= BUSY_CPU_PCT)
+              and cpu_pct + cpu_wait_pct >= BUSY_CPU_PCT)
     sustained = requests_per_round >= 4 * level
     starved = sustained and efficiency < LOW_EFFICIENCY and cpu_pct >= SATURATED_CPU_PCT
     return lagged or starved
@@ -369,7 +400,7 @@ def summarize(
     pooled = LevelRecorder()
     for rec, _ in rounds:
         pooled.merge(rec)
-    hist, errors, successes = pooled.latency, pooled.errors, pooled.successes
+    hist, ok, errors, successes = pooled.latency, pooled.ok, pooled.errors, pooled.successes
     requests = hist.count
     elapsed = statistics.median(rec.elapsed_s for rec, _ in rounds)
     goodputs = [rec.successes / rec.elapsed_s if rec.elapsed_s else 0.0 for rec, _ in rounds]
@@ -385,6 +416,7 @@ def summarize(
     cpu = max(f.client_cpu_pct for _, f in rounds)
     lag = max(f.loop_lag_max_s for _, f in rounds)
     late = max(f.loop_late_share for _, f in rounds)
+    waited = max(f.cpu_wait_pct for _, f in rounds)
     return LevelStats(
         experiment=experiment,
         level=level,
@@ -416,11 +448,16 @@ def summarize(
         client_cpu_pct=cpu,
         loop_lag_max_s=lag,
         client_limited=target_alive and is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag,
-                                                          late),
+                                                          late, waited),
         body_bytes=pooled.body_bytes,
         error_statuses=format_statuses(pooled.error_statuses),
         retry_after_refused=pooled.retry_after_refused,
         loop_late_share=late,
+        ok_latency_p50_s=ok.quantile(0.50),
+        ok_latency_p90_s=ok.quantile(0.90),
+        ok_latency_p99_s=ok.quantile(0.99),
+        ok_latency_max_s=ok.max if ok.count else 0.0,
+        throttled=pooled.throttled,
     )
 
 
@@ -449,37 +486,51 @@ def latency_quantiles(rounds: Iterable[LevelRecorder]) -> list[tuple[float, floa
     return [(q, hist.quantile(q)) for q in QUANTILES]
 
 
-# Goodputs within this fraction of the best are a tie: a difference that small is measurement
-# noise, and the lower level reaches it with less latency and less load on the server.
-TIE_TOLERANCE = 0.02
+# Goodputs within this fraction of the best are as good: the knee. A level that reaches 95 % of
+# the best goodput does it with less latency and less load on the server, and a difference that
+# small moves from run to run on a shared machine (the default semaphore's limits 100 and 200,
+# both at the server's capacity, measured 2-3 % apart either way). `find` recommends by the same
+# rule.
+KNEE_TOLERANCE = 0.05
 # A level sent as one burst (each request on a new connection, all at once) times its goodput
 # over one or two service times, set-up of the connections included: the same burst on the
 # embedded server measured from 1,400 to 1,580 req/s run to run (default trap, level 100).
 BURST_TOLERANCE = 0.10
+# The coarsest resolution a level is given, however short or lagged it was.
+MAX_RESOLUTION = 0.25
 
 
-def goodput_resolution(row: LevelStats) -> float:
-    """How finely a level's goodput is known, as a fraction: TIE_TOLERANCE for a sustained
-    level, BURST_TOLERANCE for one burst, and coarser still when the client's event loop was
-    late for longer than that share of the level's span (a response can have been seen that
-    late)."""
-    one_burst = row.rounds > 0 and row.requests <= row.level * row.rounds
-    lag_share = row.loop_lag_max_s / row.elapsed_s if row.elapsed_s > 0 else 0.0
-    return max(BURST_TOLERANCE if one_burst else TIE_TOLERANCE, min(lag_share, 0.5))
+def goodput_resolution(row: Any) -> float:
+    """How finely a level's goodput is known, as a fraction: BURST_TOLERANCE for one burst;
+    for a sustained level, one request's mean latency over the level's span (its goodput is
+    timed from the first send to the last answer: a run only a few latencies long cannot tell
+    a wave more or less); coarser still when the client's event loop was late for a larger
+    share of the span (a response can have been seen that late)."""
+    rounds = max(1, int(row.rounds))
+    elapsed = float(row.elapsed_s)
+    one_burst = row.requests <= row.level * rounds
+    lag_share = float(row.loop_lag_max_s) / elapsed if elapsed > 0 else 0.0
+    waves = float(row.latency_mean_s) / elapsed if elapsed > 0 and not one_burst else 0.0
+    return min(MAX_RESOLUTION, max(BURST_TOLERANCE if one_burst else 0.0, waves, lag_share))
 
 
-def sweet_spot(rows: Sequence[LevelStats], min_success: float) -> LevelStats | None:
-    """The level with the highest goodput among those with success_rate >= min_success.
+def sweet_spot(rows: Sequence[LevelStats], min_success: float,
+               excluded: Iterable[int] = ()) -> LevelStats | None:
+    """The knee: the lowest level whose goodput is as good as the best's, among the levels
+    with success_rate >= min_success.
 
-    Ties go to the lowest level: goodputs within the resolution of either measurement (see
-    `goodput_resolution`) are not told apart. None when no level is good enough.
+    As good: within KNEE_TOLERANCE (5 %) of the best goodput, or within the resolution of
+    either measurement when that is coarser (see `goodput_resolution`). Levels in `excluded`
+    (a target that went away, a shard that died) are never chosen. None when no level is good
+    enough.
     """
-    good = [r for r in rows if r.requests and r.success_rate >= min_success]
+    skip = set(excluded)
+    good = [r for r in rows if r.requests and r.success_rate >= min_success and r.level not in skip]
     if not good:
         return None
     best = max(good, key=lambda r: r.goodput_rps)
-    tied = [r for r in good
-            if r.goodput_rps >= best.goodput_rps * (1 - max(goodput_resolution(r), goodput_resolution(best)))]
+    tied = [r for r in good if r.goodput_rps >= best.goodput_rps * (
+        1 - max(KNEE_TOLERANCE, goodput_resolution(r), goodput_resolution(best)))]
     return min(tied, key=lambda r: r.level)
 
 

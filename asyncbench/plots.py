@@ -153,13 +153,12 @@ def _sweet(ax: Axes, run: Run) -> None:
 
 def _usl_curve(ax: Axes, run: Run) -> None:
     """The Universal Scalability Law fitted to the goodput (the sidecar's `usl`), if any."""
-    fit = run.meta.get("usl")
-    if not isinstance(fit, dict):
-        return
-    try:
-        lam, sigma, kappa, r2 = (float(fit[k]) for k in ("lambda_rps", "sigma", "kappa", "r2"))
-    except (KeyError, TypeError, ValueError):
-        return
+    from asyncbench.usl import UslFit
+
+    fit = UslFit.from_dict(run.meta.get("usl"))
+    if fit is None or not fit.reliable or fit.concurrency != "level":
+        return  # an unreliable fit draws no curve; one over measured concurrency has no place on a rate axis
+    lam, sigma, kappa, r2 = fit.lambda_rps, fit.sigma, fit.kappa, fit.r2
     levels = run.frame["level"]
     n = np.geomspace(max(float(levels.min()), 1e-9), float(levels.max()), 200)
     ax.plot(n, lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1)), color=GREEN, linewidth=1.2, alpha=0.8,
@@ -500,7 +499,6 @@ def rate_achieved_chart(run: Run, out_dir: Path) -> Path:
     ax.plot([lo, hi], [lo, hi], color="#999999", linestyle=":", linewidth=1, label="offered")
     ax.plot(df["level"], df["achieved_rps"], marker="o", color=BLUE, label="sent (achieved)")
     ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
-    _usl_curve(ax, run)
     _mark_client_limited(ax, df, df["achieved_rps"])
     _sweet(ax, run)
     _level_axis(ax, df["level"], "offered rate (requests per second)")
@@ -544,16 +542,19 @@ def compare_chart(base: Run, cand: Run, out_dir: Path, name: str, axis_label: st
 
 
 def find_chart(run: Run, out_dir: Path) -> Path:
-    """The probes of a search: p99 by level probed, met or missed, with the objective drawn."""
+    """The probes of a search: p99 of the successes by level probed, met or missed, with the
+    objective, the most within it (found) and the knee (recommended) drawn."""
     df = run.frame
     fig, ax = plt.subplots()
     passed = df["passed"].astype(str).str.lower() == "true"
-    ax.plot(df["level"], df["latency_p99_s"] * 1000, color="#999999", linestyle=":", linewidth=1)
-    ax.scatter(df["level"][passed], df["latency_p99_s"][passed] * 1000, marker="o", color=GREEN, s=50,
+    p99 = (df["ok_latency_p99_s"] if "ok_latency_p99_s" in df else df["latency_p99_s"]) * 1000
+    order = df["level"].argsort()
+    ax.plot(df["level"].iloc[order], p99.iloc[order], color="#999999", linestyle=":", linewidth=1)
+    ax.scatter(df["level"][passed], p99[passed], marker="o", color=GREEN, s=50,
                zorder=3, label="met the objective")
-    ax.scatter(df["level"][~passed], df["latency_p99_s"][~passed] * 1000, marker="X", color=VERMILLION, s=60,
+    ax.scatter(df["level"][~passed], p99[~passed], marker="X", color=VERMILLION, s=60,
                zorder=3, label="missed it")
-    for i, (x, y) in enumerate(zip(df["level"], df["latency_p99_s"] * 1000, strict=True), 1):
+    for i, (x, y) in enumerate(zip(df["level"], p99, strict=True), 1):
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="#444444")
     slo = run.meta.get("config", {}).get("slo_p99_s")
     if isinstance(slo, (int, float)):
@@ -561,11 +562,15 @@ def find_chart(run: Run, out_dir: Path) -> Path:
     result = run.meta.get("result")
     if isinstance(result, dict) and "level" in result:
         ax.axvline(int(result["level"]), color=GREEN, linestyle=":", linewidth=1.5,
-                   label=f"found: {int(result['level']):,}")
+                   label=f"found (most within it): {int(result['level']):,}")
+    knee = run.meta.get("recommended")
+    if isinstance(knee, dict) and "level" in knee:
+        ax.axvline(int(knee["level"]), color=BLUE, linestyle="--", linewidth=1.5,
+                   label=f"recommended (the knee): {int(knee['level']):,}")
+    ax.set_ylabel("p99 latency of successes (ms)")
     mode = run.meta.get("config", {}).get("mode", "concurrency")
     _level_axis(ax, df["level"], "offered rate (requests per second)" if mode == "rate"
                 else "concurrency (requests in flight)")
-    ax.set_ylabel("p99 latency (ms)")
     _log_y(ax)
     ax.legend(loc="upper left", fontsize=9)
     _title(fig, "The search: probes in order", run)

@@ -27,6 +27,8 @@ class FetchResult:
     first attempt was sent (after any wait for the concurrency limit: `queue_wait_s` is
     `sent_at - intended_at`), and `done_at`, when the last attempt's body was read or it failed.
     `latency_s` is `done_at - sent_at`: a new connection's set-up and any backoff count in it.
+    `throttled` counts the attempts (retried ones included) that the server turned away to slow
+    the client down: a 429, or a 503 with a Retry-After.
     """
 
     ok: bool
@@ -42,6 +44,7 @@ class FetchResult:
     body_bytes: int = 0  # body bytes of the last attempt, as received (compressed if it was)
     retry_after_refused_s: float | None = None  # a Retry-After not waited for: too long
     intended_at: float = 0.0
+    throttled: int = 0  # attempts the server answered 429, or 503 with a Retry-After
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError when there is none or it is not JSON)."""

@@ -6,7 +6,7 @@ Pure renderers: each takes result rows and returns something rich can print.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 from rich import box
@@ -29,6 +29,7 @@ from asyncbench import metrics
 from asyncbench.metrics import LevelStats
 
 SWEET_MARK = "★"
+KNEE_MARK = "◆"
 _ERROR_LABELS = (
     ("errors_http_5xx", "5xx"),
     ("errors_http_4xx", "4xx"),
@@ -95,9 +96,40 @@ def fmt_pct(fraction: float) -> str:
     return f"{fraction * 100:.1f}"
 
 
-def errors_cell(row: LevelStats) -> str:
-    parts = [f"{label} {getattr(row, name):,}" for name, label in _ERROR_LABELS if getattr(row, name)]
-    return ", ".join(parts) if parts else "-"
+def errors_cell(row: Any) -> str:
+    """The failures of a row, most first, as counts of what: '500 × 503, 3 × timeout' (the HTTP
+    status when the row has them, else its class: '500 × 5xx')."""
+    statuses = metrics.parse_statuses(getattr(row, "error_statuses", ""))
+    parts: list[tuple[int, str]] = [(n, str(code)) for code, n in statuses.items()]
+    for name, label in _ERROR_LABELS:
+        n = int(getattr(row, name) or 0)
+        if name.startswith("errors_http"):
+            klass = label[0]  # '5' or '4'
+            n -= sum(c for code, c in statuses.items() if str(code).startswith(klass))
+        if n > 0:
+            parts.append((n, label))
+    parts.sort(key=lambda p: -p[0])
+    return ", ".join(f"{n:,} × {label}" for n, label in parts) if parts else "-"
+
+
+def ok_latency(row: Any, q: str) -> float:
+    """A row's latency of successes at `q` ("p50", "p99", "max"), or of every request for rows
+    written before the two were kept apart."""
+    value = getattr(row, f"ok_latency_{q}_s", None)
+    if value is None or value == "":
+        value = getattr(row, f"latency_{q}_s")
+    return float(value)
+
+
+def retries_of(row: Any) -> int:
+    """Attempts beyond the first of each request (0 for rows without the column)."""
+    attempts = getattr(row, "attempts", None)
+    return max(0, int(attempts) - int(row.requests)) if attempts not in (None, "") else 0
+
+
+def throttled_of(row: Any) -> int:
+    value = getattr(row, "throttled", None)
+    return 0 if value in (None, "") else int(value)
 
 
 class FitTable:
@@ -189,8 +221,14 @@ def level_table(
         table.add_column(header, justify="right")
     if show_queue_wait:
         table.add_column("wait\nms", justify="right")
-    for header in ("p50\nms", "p99\nms", "ok\n%"):
+    for header in ("ok p50\nms", "ok p99\nms", "ok\n%"):
         table.add_column(header, justify="right")
+    retried = any(retries_of(r) for r in rows)
+    throttled = any(throttled_of(r) for r in rows)
+    if retried:
+        table.add_column("retries", justify="right")
+    if throttled:
+        table.add_column("thrott-\nled", justify="right")
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
         is_sweet = sweet is not None and r.level == sweet.level
@@ -204,12 +242,39 @@ def level_table(
         ]
         if show_queue_wait:
             cells.append(fmt_ms(r.queue_wait_mean_s))
-        cells += [fmt_ms(r.latency_p50_s), fmt_ms(r.latency_p99_s), fmt_pct(r.success_rate), errors_cell(r)]
+        cells += [_ok_ms(r, "p50"), _ok_ms(r, "p99"), fmt_pct(r.success_rate)]
+        if retried:
+            cells.append(f"{retries_of(r):,}")
+        if throttled:
+            cells.append(f"{throttled_of(r):,}")
+        cells.append(errors_cell(r))
         style = "bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None)
         table.add_row(*cells, style=style)
+    notes = ["ok p50, ok p99: successful requests only (W: every request)"]
+    if throttled:
+        notes.append("throttled: attempts answered 429, or 503 with Retry-After")
     if any(r.client_limited for r in rows):
-        table.caption = "! the client, not the server, was the limit at this level"
+        notes.append("! the client, not the server, was the limit at this level")
+    table.caption = "; ".join(notes)
     return table
+
+
+def _ok_ms(row: Any, q: str) -> str:
+    """A latency of successes, in ms; '-' when none succeeded."""
+    return fmt_ms(ok_latency(row, q)) if int(row.successes) else "-"
+
+
+def throttle_note(row: Any, what: str) -> str | None:
+    """What it means that the server throttled the chosen level, or None when it did not."""
+    n = throttled_of(row)
+    if not n:
+        return None
+    attempts = getattr(row, "attempts", None)
+    of = f" of {int(attempts):,} attempts" if attempts not in (None, "") else ""
+    return (f"{what} {int(row.level):,} was throttled: {n:,}{of} were answered 429 (or 503 with Retry-After)"
+            f"{' and retried' if retries_of(row) else ''}; its goodput is what the server let through, and a "
+            f"level this short ({float(row.elapsed_s):.1f} s) rides the server's burst allowance: run more "
+            "requests per level to see the rate it sustains")
 
 
 def verdict(
@@ -236,7 +301,7 @@ def verdict(
         return line
     line = Text(
         f"sweet spot: {what} {sweet.level:,} — {fmt_rate(sweet.goodput_rps)} req/s "
-        f"at {fmt_pct(sweet.success_rate)} % success, p99 {fmt_ms(sweet.latency_p99_s)} ms",
+        f"at {fmt_pct(sweet.success_rate)} % success, p99 {fmt_ms(ok_latency(sweet, 'p99'))} ms",
         style="bold green",
     )
     if sweet.client_limited:
@@ -244,6 +309,9 @@ def verdict(
             " (unreliable: the client, not the server, was the limit at this level)",
             style="bold yellow",
         )
+    throttled = throttle_note(sweet, what)
+    if throttled is not None:
+        line.append(f"\n{throttled}", style="yellow")
     above = [r for r in rows if r.level > sweet.level and r.success_rate < min_success]
     if collapses and above:
         worst = min(above, key=lambda r: r.success_rate)
@@ -257,13 +325,15 @@ def verdict(
 
 def failure_summary_all(rows: Sequence[LevelStats]) -> str:
     """The failures of every level together, as `metrics.failure_summary` words them."""
-    total = replace(rows[0], **{name: sum(getattr(r, name) for r in rows) for name in (
+    # Rows are dataclasses when just measured and plain records when read back from disk.
+    total = SimpleNamespace(**{name: sum(int(getattr(r, name) or 0) for r in rows) for name in (
         "errors_timeout", "errors_connect", "errors_http_4xx", "errors_http_5xx", "errors_other")})
     statuses: dict[int, int] = {}
     for r in rows:
-        for code, n in metrics.parse_statuses(r.error_statuses).items():
+        for code, n in metrics.parse_statuses(getattr(r, "error_statuses", "")).items():
             statuses[code] = statuses.get(code, 0) + n
-    return metrics.failure_summary(replace(total, error_statuses=metrics.format_statuses(statuses)))
+    total.error_statuses = metrics.format_statuses(statuses)
+    return metrics.failure_summary(total)
 
 
 def warnings_block(notes: Iterable[str]) -> RenderableType | None:
@@ -432,19 +502,21 @@ def rate_table(rows: Sequence[Any], sweet: Any | None, title: str) -> FitTable:
     actual send (service p99), how late the sends left, what was dropped."""
     table = _table(title)
     table.add_column("rate\nreq/s", justify="right")
-    for header in ("sent\nreq/s", "goodput\nreq/s", "p50\nms", "p99\nms", "p99.9\nms", "svc p99\nms",
+    for header in ("sent\nreq/s", "goodput\nreq/s", "ok p50\nms", "ok p99\nms", "p99.9\nms", "svc p99\nms",
                    "lag p99\nms", "dropped", "ok\n%"):
         table.add_column(header, justify="right")
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
         is_sweet = sweet is not None and r.level == sweet.level
         table.add_row(
-            _row_name(f"{r.offered_rps:,.0f}", is_sweet, r.client_limited), fmt_rate(r.achieved_rps), fmt_rate(r.goodput_rps), fmt_ms(r.latency_p50_s),
-            fmt_ms(r.latency_p99_s), fmt_ms(r.latency_p999_s), fmt_ms(r.service_p99_s), fmt_ms(r.send_lag_p99_s),
+            _row_name(f"{r.offered_rps:,.0f}", is_sweet, r.client_limited), fmt_rate(r.achieved_rps),
+            fmt_rate(r.goodput_rps), _ok_ms(r, "p50"), _ok_ms(r, "p99"), fmt_ms(r.latency_p999_s),
+            fmt_ms(r.service_p99_s), fmt_ms(r.send_lag_p99_s),
             f"{r.dropped:,}", fmt_pct(r.success_rate), errors_cell(r),
             style="bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None),
         )
-    notes = ["latency runs from when each request was due (the schedule), svc from when it was sent"]
+    notes = ["latency runs from when each request was due (the schedule), svc from when it was sent; "
+             "ok p50, ok p99: successful requests only (p99.9: every request)"]
     if any(r.client_limited for r in rows):
         notes.append("! the client could not keep the schedule at this rate")
     table.caption = "; ".join(notes)
@@ -457,23 +529,23 @@ def rate_verdict(rows: Sequence[Any], sweet: Any | None, min_success: float, slo
         return Text("no rate finished: nothing to conclude")
     slo = f" and p99 ≤ {fmt_ms(slo_p99)} ms" if slo_p99 is not None else ""
     if sweet is None:
-        return Text(f"no sweet spot: no rate met {fmt_pct(min_success)} % success{slo} with nothing dropped",
-                    style="bold red")
+        return Text(f"no sweet spot: no rate met {fmt_pct(min_success)} % success{slo} with nothing dropped "
+                    "and the client keeping the schedule", style="bold red")
     line = Text(
         f"sweet spot: rate {sweet.offered_rps:,.0f}/s — the highest offered rate that met "
-        f"{fmt_pct(min_success)} % success{slo}: p99 {fmt_ms(sweet.latency_p99_s)} ms from the schedule",
+        f"{fmt_pct(min_success)} % success{slo}: p99 {fmt_ms(ok_latency(sweet, 'p99'))} ms from the schedule",
         style="bold green",
     )
-    if sweet.client_limited:
-        line.append(" (unreliable: the client could not keep the schedule)", style="bold yellow")
     above = [r for r in rows if r.offered_rps > sweet.offered_rps]
     if above:
         r = above[0]
         why = []
         if r.success_rate < min_success:
             why.append(f"success {fmt_pct(r.success_rate)} %")
-        if slo_p99 is not None and r.latency_p99_s > slo_p99:
-            why.append(f"p99 {fmt_ms(r.latency_p99_s)} ms")
+        if slo_p99 is not None and ok_latency(r, "p99") > slo_p99:
+            why.append(f"p99 {fmt_ms(ok_latency(r, 'p99'))} ms")
+        if getattr(r, "client_limited", False) in (True, "true"):
+            why.append("the client could not keep the schedule")
         if r.dropped:
             why.append(f"{r.dropped:,} dropped")
         if why:
@@ -512,18 +584,51 @@ def compare_table(levels: Sequence[Any], title: str, step: str = "level") -> Fit
 # --- find ------------------------------------------------------------------------------------------
 
 
-def find_table(rows: Sequence[Any], best: Any | None, title: str, unit: str) -> FitTable:
-    """Every probe in the order it ran: its level, goodput, p50, p99, success, and the judgement."""
+def find_table(rows: Sequence[Any], best: Any | None, title: str, unit: str, knee: Any | None = None) -> FitTable:
+    """Every probe in the order it ran: its level, goodput, p50, p99 (of the successes), success,
+    and the judgement; ★ marks the most within the objective, ◆ the knee (recommended)."""
     table = _table(title)
     table.add_column("#", justify="right")
     table.add_column(f"level\n{unit}", justify="right")
-    for header in ("goodput\nreq/s", "p50\nms", "p99\nms", "ok\n%"):
+    for header in ("goodput\nreq/s", "ok p50\nms", "ok p99\nms", "ok\n%"):
         table.add_column(header, justify="right")
     table.add_column("objective", justify="left", wrap=True)
     for i, r in enumerate(rows, 1):
         is_best = best is not None and r is best
-        table.add_row(str(i), _row_name(f"{r.level:,}", is_best, r.client_limited), fmt_rate(r.goodput_rps),
-                      fmt_ms(r.latency_p50_s), fmt_ms(r.latency_p99_s), fmt_pct(r.success_rate),
-                      "met" if r.passed else f"missed: {r.reason}",
-                      style="bold green" if is_best else (None if r.passed else "red"))
+        is_knee = knee is not None and r is knee
+        name = _row_name(f"{r.level:,}", is_best, r.client_limited)
+        if is_knee:
+            name = f"{KNEE_MARK} {name}"
+        table.add_row(str(i), name, fmt_rate(r.goodput_rps), _ok_ms(r, "p50"), _ok_ms(r, "p99"),
+                      fmt_pct(r.success_rate), "met" if r.passed else f"missed: {r.reason}",
+                      style="bold green" if is_best or is_knee else (None if r.passed else "red"))
+    marks = [f"{SWEET_MARK} the most within the objective"]
+    if knee is not None:
+        marks.append(f"{KNEE_MARK} recommended: the knee, the lowest level within 5 % of the best goodput")
+    table.caption = "; ".join(marks) + "; ok p50, ok p99: successful requests only"
     return table
+
+
+def find_verdict(rows: Sequence[Any], best: Any, knee: Any, objective: str, unit: str, max_level: int) -> Text:
+    """The knee first (what to run at), then how far the objective holds and what lies past it."""
+    p99 = ok_latency(best, "p99")
+    if knee.level == best.level:
+        line = Text(f"recommended: {knee.level:,} {unit} — {fmt_rate(knee.goodput_rps)} req/s at p99 "
+                    f"{fmt_ms(p99)} ms: the most that met {objective}, and no lower level came within 5 % "
+                    "of its goodput", style="bold green")
+    else:
+        knee_p99 = ok_latency(knee, "p99")
+        ratio = p99 / knee_p99 if knee_p99 > 0 else float("inf")
+        gain = best.goodput_rps / knee.goodput_rps - 1 if knee.goodput_rps else 0.0
+        more = f"{gain * 100:+.0f} % goodput" if abs(gain) >= 0.005 else "no more goodput"
+        line = Text(f"recommended: {knee.level:,} {unit} — {fmt_rate(knee.goodput_rps)} req/s at p99 "
+                    f"{fmt_ms(knee_p99)} ms; the objective holds up to {best.level:,} {unit}, with {ratio:.1f}× "
+                    f"the latency for {more}", style="bold green")
+    above = [r for r in rows if r.level > best.level and not r.passed]
+    if above:
+        nearest = min(above, key=lambda r: r.level)
+        line.append(f"\n{best.level:,} {unit} is the edge, with no headroom: {nearest.level:,} {unit} missed it: "
+                    f"{nearest.reason}", style="yellow")
+    elif best.level >= max_level:
+        line.append(f"\nstill met at --max {max_level:,}: the limit is higher", style="yellow")
+    return line

@@ -6,6 +6,7 @@ verdict); the session does the rest, the same way for every experiment.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 class _PlanDefaults:
     """What a plan does when it has nothing of its own to say: no warning before the run, no
     sidecar field besides its settings, no latency quantiles."""
+
+    gone = None  # the target went away mid-run (set by the session before `conclude`)
 
     def check(self, console: Console) -> None:
         pass
@@ -97,6 +100,8 @@ class LoadPlan(_PlanDefaults):
             **self.settings,
             "method": spec.method,
             "headers": [redact_header(f"{k}: {v}") for k, v in spec.headers.items()],
+            # What the body was, without what it said (it may hold a secret): to tell runs apart.
+            "data_sha256": hashlib.sha256(spec.data).hexdigest()[:16] if spec.data is not None else None,
             "timeout_s": spec.timeout,
             "retries": spec.retries,
             "min_success": self.min_success,
@@ -141,10 +146,31 @@ class LoadPlan(_PlanDefaults):
         step = self.experiment.step
         return f"{report.level_line(result.stats, step)} ({done} of {self.total_steps} {step}s)", None
 
+    def excluded(self, results: Sequence[Any]) -> list[int]:
+        """The steps no answer may be drawn from: the one during which the target went away,
+        and those whose load was not all made (a shard died)."""
+        out = [r.stats.level for r in results if r.incomplete]
+        if self.gone is not None:
+            out.append(self.gone.level)
+        return out
+
+    def gone_facts(self, metadata: dict[str, Any], shown: list[RenderableType]) -> None:
+        """The target that went away, said under the verdict and in the sidecar."""
+        from rich.text import Text
+
+        gone = self.gone
+        if gone is None:
+            return
+        line = (f"the target went away during {gone.step} ({gone.detail}): that {self.experiment.step} measured no "
+                f"server, and no answer is drawn from it; the {self.experiment.step}s before it are kept")
+        metadata["warnings"].insert(0, line)
+        shown.append(Text(line, style="bold red"))
+
     def conclude(self, results: list[LevelResult], interrupted: bool, title: str) -> Conclusion:
         experiment, step = self.experiment, self.experiment.step
         rows = [r.stats for r in results]
-        sweet = metrics.sweet_spot(rows, self.min_success)
+        excluded = self.excluded(results)
+        sweet = metrics.sweet_spot(rows, self.min_success, excluded)
         notes = [n for r in rows for n in metrics.warnings_for(r, self.min_success, step)]
         metadata = {
             "sweet_spot": None if sweet is None else {
@@ -152,6 +178,8 @@ class LoadPlan(_PlanDefaults):
                 "goodput_rps": sweet.goodput_rps,
                 "success_rate": sweet.success_rate,
                 "latency_p99_s": sweet.latency_p99_s,
+                "ok_latency_p99_s": sweet.ok_latency_p99_s,
+                "throttled": sweet.throttled,
                 "reliable": not sweet.client_limited,
             },
             "client_limited_levels": [r.level for r in rows if r.client_limited],
@@ -160,26 +188,45 @@ class LoadPlan(_PlanDefaults):
         }
         failed = self.shard_facts(metadata, notes)
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} {step}{'s' if len(rows) != 1 else ''}"
+        answered = [r for r in rows if r.level not in excluded]
         shown: list[RenderableType] = [
             report.level_table(rows, sweet, title, step, experiment.queue_wait),
-            report.verdict(rows, sweet, experiment.verdict_word, self.min_success, experiment.collapses),
+            report.verdict(answered, sweet, experiment.verdict_word, self.min_success, experiment.collapses),
         ]
-        shown += _usl(rows, metadata)
+        self.gone_facts(metadata, shown)
+        shown += _usl(rows, metadata, self.min_success, excluded=excluded)
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)
         return Conclusion(metadata, shown, min_success=self.min_success, failed=failed)
 
 
-def _usl(rows: Sequence[Any], metadata: dict[str, Any]) -> list[RenderableType]:
-    """The USL fitted to a sweep's goodput: into the sidecar's `usl`, and a line to print."""
+def _usl(rows: Sequence[Any], metadata: dict[str, Any], min_success: float, measured: bool = False,
+         excluded: Sequence[int] = ()) -> list[RenderableType]:
+    """The USL fitted to a sweep's goodput, over the levels that met the success floor (and
+    whose client kept up): into the sidecar's `usl`, and a line to print. `measured`: N is the
+    concurrency measured (L = λW), as for a rate sweep, whose levels are rates."""
     from rich.text import Text
 
     from asyncbench import usl
 
-    fit = usl.fit([r.level for r in rows], [r.goodput_rps for r in rows])
-    metadata["usl"] = None if fit is None else fit.to_dict()
-    return [] if fit is None else [Text(fit.describe(), style="yellow" if fit.r2 < usl.POOR_R2 else "")]
+    if len(rows) < usl.MIN_LEVELS:
+        metadata["usl"] = None
+        return []
+    kept = [r for r in rows if r.requests and r.success_rate >= min_success and not r.client_limited
+            and r.level not in excluded]
+    n_of = (lambda r: r.littles_l) if measured else (lambda r: r.level)
+    fit = usl.fit([n_of(r) for r in kept], [r.goodput_rps for r in kept])
+    if fit is None:
+        why = (f"only {len(kept)} of {len(rows)} levels met {min_success * 100:g} % success with the client keeping "
+               f"up (it needs at least {usl.MIN_LEVELS})")
+        metadata["usl"] = usl.unfitted(why)
+        return [Text(f"USL: not fitted: {why}", style="yellow")]
+    if measured:
+        fit.concurrency = "concurrency measured (L = λW)"
+    usl.judge(fit, len(kept), max(r.goodput_rps for r in kept), max(n_of(r) for r in rows))
+    metadata["usl"] = fit.to_dict()
+    return [Text(fit.describe(), style="" if fit.reliable and fit.r2 >= usl.POOR_R2 else "yellow")]
 
 
 def run_load(experiment: Experiment, url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs,
@@ -224,7 +271,8 @@ class RatePlan(LoadPlan):
         from asyncbench.rates import rate_row_facts, rate_sweet_spot, rate_warnings
 
         rows = [r.stats for r in results]
-        sweet = rate_sweet_spot(rows, self.min_success, self.slo_p99)
+        excluded = self.excluded(results)
+        sweet = rate_sweet_spot(rows, self.min_success, self.slo_p99, excluded)
         notes = [n for r in rows for n in rate_warnings(r)]
         metadata = {
             "sweet_spot": None if sweet is None else rate_row_facts(sweet),
@@ -233,9 +281,11 @@ class RatePlan(LoadPlan):
         }
         failed = self.shard_facts(metadata, notes)
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} rate{'s' if len(rows) != 1 else ''}"
+        answered = [r for r in rows if r.level not in excluded]
         shown: list[RenderableType] = [report.rate_table(rows, sweet, title),
-                                       report.rate_verdict(rows, sweet, self.min_success, self.slo_p99)]
-        shown += _usl(rows, metadata)
+                                       report.rate_verdict(answered, sweet, self.min_success, self.slo_p99)]
+        self.gone_facts(metadata, shown)
+        shown += _usl(rows, metadata, self.min_success, measured=True, excluded=excluded)
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)
@@ -269,8 +319,11 @@ class FindPlan(LoadPlan):
     def check(self, console: Console) -> None:
         cfg = self.find_config
         probes = self.total_steps
+        typical = probes * (cfg.probe_duration + cfg.cooldown)
+        # A probe sends nothing new after its duration; what is in flight then ends within the timeout.
+        worst = probes * (cfg.probe_duration + cfg.cooldown + cfg.request.timeout)
         console.print(f"find: at most {probes} probes of about {cfg.probe_duration:g} s each, {cfg.cooldown:g} s "
-                      f"apart (up to ~{probes * (cfg.probe_duration + cfg.cooldown):,.0f} s), "
+                      f"apart (up to ~{typical:,.0f} s; at most ~{worst:,.0f} s if requests time out), "
                       f"levels 1 to {cfg.max_level:,}", soft_wrap=True)
         if cfg.mode == "concurrency":
             super().check(console)
@@ -286,49 +339,44 @@ class FindPlan(LoadPlan):
         r = result.stats
         unit = "/s" if self.find_config.mode == "rate" else ""
         verdict = "met" if r.passed else f"missed: {r.reason}"
+        p99 = report.fmt_ms(r.ok_latency_p99_s) if r.successes else "-"
         return (f"probe {done}: level {r.level:,}{unit}: goodput {report.fmt_rate(r.goodput_rps)} req/s, "
-                f"p99 {report.fmt_ms(r.latency_p99_s)} ms, {report.fmt_pct(r.success_rate)} % ok — {verdict}"), None
+                f"ok p99 {p99} ms, {report.fmt_pct(r.success_rate)} % ok — {verdict}"), None
 
     def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
         from rich.text import Text
 
         cfg = self.find_config
         best = self.lab.answer(results)
+        knee = self.lab.recommended(results)
         rows = [r.stats for r in results]
         objective = f"p99 ≤ {cfg.slo_p99 * 1000:g} ms at ≥ {cfg.min_success * 100:g} % success"
         unit = "req/s" if cfg.mode == "rate" else "in flight"
-        metadata = {
-            "result": None if best is None else {"level": best.stats.level, "goodput_rps": best.stats.goodput_rps,
-                                                 "latency_p99_s": best.stats.latency_p99_s},
-            "objective": objective,
-            "rounds": {},
-        }
-        notes: list[str] = []
+
+        def facts(probe: Any) -> dict[str, Any] | None:
+            return None if probe is None else {"level": probe.stats.level, "goodput_rps": probe.stats.goodput_rps,
+                                               "latency_p99_s": probe.stats.ok_latency_p99_s}
+
+        metadata = {"result": facts(best), "recommended": facts(knee), "objective": objective, "rounds": {},
+                    "warnings": []}
+        notes: list[str] = metadata["warnings"]
         failed = self.shard_facts(metadata, notes)
         title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} probes ({objective})"
-        shown: list[RenderableType] = [report.find_table(rows, None if best is None else best.stats, title, unit)]
+        shown: list[RenderableType] = [report.find_table(rows, None if best is None else best.stats, title, unit,
+                                                         None if knee is None else knee.stats)]
         missed = None
         if best is None:
             missed = f"no level met the objective ({objective})"
             shown.append(Text(f"not found: {missed}; the lowest probe, {rows[0].level:,} {unit}, missed it: "
                               f"{rows[0].reason}" if rows else f"not found: {missed}", style="bold red"))
         else:
-            b = best.stats
-            above = [r for r in rows if r.level > b.level and not r.passed]
-            line = Text(f"found: {b.level:,} {unit} — the most that met {objective}: goodput "
-                        f"{report.fmt_rate(b.goodput_rps)} req/s, p99 {report.fmt_ms(b.latency_p99_s)} ms",
-                        style="bold green")
-            if above:
-                nearest = min(above, key=lambda r: r.level)
-                line.append(f"\n{nearest.level:,} {unit} missed it: {nearest.reason}", style="yellow")
-            elif b.level >= cfg.max_level:
-                line.append(f"\nstill met at --max {cfg.max_level:,}: the limit is higher", style="yellow")
-            shown.append(line)
+            shown.append(report.find_verdict(rows, best.stats, knee.stats, objective, unit, cfg.max_level))
+        self.gone_facts(metadata, shown)
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)
         return Conclusion(metadata, shown, min_success=cfg.min_success,
-                          objective_missed=None if interrupted else missed, failed=failed)
+                          objective_missed=None if interrupted or self.gone else missed, failed=failed)
 
 
 def run_find(url: str | None, spec: RequestSpec, server: ServerConfig, outputs: Outputs, settings: dict[str, Any],
@@ -557,8 +605,6 @@ def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: 
 def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     """Every chart for a folder: the newest run of each experiment, overlays, the comparison."""
     from asyncbench.experiments import registry, run_charts
-    from asyncbench.experiments import semaphore as semaphore_lab
-    from asyncbench.experiments import trap as trap_lab
     from asyncbench.results import find_runs
 
     experiments = registry()
@@ -583,10 +629,10 @@ def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
         if all_runs and experiment.load_sweep and len(by_experiment[name]) > 1:
             written += overlay_charts(by_experiment[name], out, experiment.axis_label)
     # The lab's comparison: the same load all at once (Lab 2.2) and through a semaphore (Lab 2.3).
-    trap_name, sem_name = trap_lab.EXPERIMENT.name, semaphore_lab.EXPERIMENT.name
-    if trap_name in newest and sem_name in newest:
-        trap_run, sem_run = newest[trap_name], newest[sem_name]
-        name = f"{trap_name}-vs-{sem_name}-{sem_run.stem.removeprefix(sem_name + '-')}"
+    pair = _lab_pair(newest, console)
+    if pair is not None:
+        trap_run, sem_run = pair
+        name = f"{trap_run.experiment}-vs-{sem_run.experiment}-{sem_run.stem.removeprefix(sem_run.experiment + '-')}"
         written.append(comparison_chart(trap_run, sem_run, out, name))
         console.print(report.comparison_table(trap_run.frame, sem_run.frame))
     used = ", ".join(f"{r.stem}" for r in newest.values())
@@ -597,6 +643,29 @@ def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
         console.print(f"  {path}", soft_wrap=True)
 
 
+def _lab_pair(newest: dict[str, Any], console: Any, notes: list[str] | None = None) -> tuple[Any, Any] | None:
+    """The newest trap and semaphore runs, when they loaded the same target the same way: the
+    lab's comparison of the same load all at once and through a semaphore. When they did not,
+    what differs is said (and added to `notes`) and there is no comparison."""
+    from asyncbench.compare import differences
+    from asyncbench.experiments import semaphore as semaphore_lab
+    from asyncbench.experiments import trap as trap_lab
+
+    trap_run = newest.get(trap_lab.EXPERIMENT.name)
+    sem_run = newest.get(semaphore_lab.EXPERIMENT.name)
+    if trap_run is None or sem_run is None:
+        return None
+    differ = differences(trap_run.meta, sem_run.meta)
+    if differ:
+        why = (f"{trap_run.stem} and {sem_run.stem} are not compared: they loaded different things "
+               f"({'; '.join(differ)})")
+        console.print(f"note: {why}", style="yellow", markup=False, soft_wrap=True)
+        if notes is not None:
+            notes.append(why)
+        return None
+    return trap_run, sem_run
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -605,8 +674,6 @@ def report_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     and the trap against the semaphore when both are there."""
     from asyncbench import webreport
     from asyncbench.experiments import registry
-    from asyncbench.experiments import semaphore as semaphore_lab
-    from asyncbench.experiments import trap as trap_lab
     from asyncbench.results import find_runs
     from asyncbench.session import check_output_file
 
@@ -618,10 +685,9 @@ def report_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
         raise OutputError(f"no asyncbench results to report in {str(results_dir)!r}")
     newest = {run.experiment: run for run in runs}  # oldest first: the last one seen is the newest
     chosen = runs if all_runs else sorted(newest.values(), key=lambda r: (r.started, r.stem))
-    trap_name, sem_name = trap_lab.EXPERIMENT.name, semaphore_lab.EXPERIMENT.name
-    pair = (newest[trap_name], newest[sem_name]) if trap_name in newest and sem_name in newest else None
-    webreport.write(out, webreport.render(chosen, results_dir, pair, skipped))
     console = report.make_console()
+    pair = _lab_pair(newest, console, skipped)
+    webreport.write(out, webreport.render(chosen, results_dir, pair, skipped))
     console.print(f"report: {out} ({len(chosen)} run{'s' if len(chosen) != 1 else ''}"
                   f"{', the trap against the semaphore' if pair else ''})", soft_wrap=True)
 
@@ -653,6 +719,12 @@ def compare_runs(baseline: Path, candidate: Path, tolerance: float, out: Path | 
     console = report.make_console()
     if base.experiment != cand.experiment:
         console.print(f"[yellow]warning: comparing a {base.experiment} run with a {cand.experiment} run[/]")
+    from asyncbench.compare import differences
+
+    differ = differences(base.meta, cand.meta)
+    if differ:
+        console.print(f"warning: the runs loaded different things ({'; '.join(differ)}): a change may be the "
+                      "setup's, not the target's", style="yellow", markup=False, soft_wrap=True)
     levels = compare.compare(base.frame.to_dict("records"), cand.frame.to_dict("records"),
                              base.meta.get("rounds") or {}, cand.meta.get("rounds") or {}, tolerance)
     if not levels:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asyncbench import report, signals
-from asyncbench.errors import Interrupted, ObjectiveNotMet, OutputError, RunFailed, TargetError
+from asyncbench.errors import Interrupted, ObjectiveNotMet, OutputError, RunFailed, TargetError, TargetGone
 from asyncbench.options import check_target_url
 from asyncbench.redact import redact_text, redact_url
 from asyncbench.results import ResultsWriter, run_metadata
@@ -120,8 +120,10 @@ def run_async(coro: Coroutine[Any, Any, Any], loop: str = "asyncio", blocking: b
     return asyncio.run(guarded())
 
 
-def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asyncio", blocking: bool = False) -> bool:
-    """Run an experiment under the progress display; True when Ctrl-C interrupted it."""
+def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asyncio",
+              blocking: bool = False) -> tuple[bool, TargetGone | None]:
+    """Run an experiment under the progress display: whether Ctrl-C interrupted it, and
+    whether the target went away in the middle (the steps before are kept either way)."""
     try:
         if progress is not None:
             with progress:
@@ -129,8 +131,10 @@ def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asynci
         else:
             run_async(coro, loop, blocking)
     except KeyboardInterrupt:
-        return True
-    return False
+        return True, None
+    except TargetGone as gone:
+        return False, gone
+    return False, None
 
 
 def preflight_or_fail(spec: RequestSpec, loop: str = "asyncio") -> str:
@@ -223,6 +227,7 @@ class Plan(Protocol):
     live: bool  # a live progress display makes sense (steps with a known size)
     total_steps: int
     latency_file: bool  # it writes latency quantiles per step
+    gone: TargetGone | None  # set before `conclude` when the target went away mid-run
 
     def check(self, console: Console) -> None:
         """Warn, before anything runs, of what would spoil the run."""
@@ -315,14 +320,16 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
                            latency_file=plan.latency_file) as writer:
             progress = report.SweepProgress(console) if console.is_terminal and plan.live else None
             steps = Steps(plan, writer, progress, console)
-            interrupted = run_steps(progress, plan.run(steps, writer), plan.loop, plan.blocking)
+            interrupted, plan.gone = run_steps(progress, plan.run(steps, writer), plan.loop, plan.blocking)
+            gone = plan.gone
             target_name = "embedded server" if url is None else redact_url(spec.url)
             title = f"{experiment.name}: {target_name}"
             conclusion = plan.conclude(steps.results, interrupted, title)
             keys = experiment.row_keys
             failures = limits.evaluate(checks, steps.rows, lambda row: ", ".join(f"{k} {row[k]}" for k in keys))
             writer.write_metadata(
-                status="interrupted" if interrupted else "complete",
+                status="interrupted" if interrupted else ("failed" if gone else "complete"),
+                **({"reason": str(gone), "target_gone": {"step": gone.step, "level": gone.level}} if gone else {}),
                 finished_at=datetime.now().isoformat(timespec="seconds"),
                 **conclusion.metadata,
                 **({"thresholds": limits.summary(checks)} if checks else {}),
@@ -333,6 +340,10 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
                 console.print(f"threshold failed: {line}", style="bold red", markup=False, highlight=False)
     finish(console, writer, conclusion.files, outputs.plots_dir, bool(steps.results), interrupted,
            f"{experiment.step}s", conclusion.min_success, outputs.report)
+    if gone is not None:
+        kept = len(steps.results) - 1
+        raise TargetError(f"{gone}; the {kept} {experiment.step}{'s' if kept != 1 else ''} before it "
+                          f"{'are' if kept != 1 else 'is'} kept, and no answer is drawn from {gone.step}")
     if conclusion.failed is not None:
         raise RunFailed(conclusion.failed)
     if conclusion.objective_missed is not None:

@@ -76,6 +76,19 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
+def cpu_wait_seconds() -> float:
+    """Time the main thread (the event loop's) has spent ready to run but waiting for a CPU
+    (Linux's schedstat; 0 where there is none). A client sharing its cores with a busy
+    neighbour is the limit as surely as one using a whole core, but its CPU time does not say
+    so: this does."""
+    try:
+        # The path is the main thread's: the process's pid is its main thread's id.
+        fields = Path(f"/proc/self/task/{os.getpid()}/schedstat").read_text().split()
+        return int(fields[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class LoopLagMonitor:
     """Measures how late the event loop wakes a task that sleeps `interval` seconds.
 

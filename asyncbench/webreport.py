@@ -123,8 +123,12 @@ def _section(run: Run, experiment: Any, charts_dir: Path, drawn: list[Path] | No
     if isinstance(usl, dict):
         from asyncbench.usl import POOR_R2, UslFit
 
-        fit = UslFit(**usl)
-        out.append(f"<p class='line{' warn' if fit.r2 < POOR_R2 else ''}'>{_e(fit.describe())}</p>")
+        fit = UslFit.from_dict(usl)
+        if fit is not None:
+            warn = not fit.reliable or fit.r2 < POOR_R2
+            out.append(f"<p class='line{' warn' if warn else ''}'>{_e(fit.describe())}</p>")
+        elif usl.get("reason"):
+            out.append(f"<p class='line warn'>{_e('USL: not fitted: ' + str(usl['reason']))}</p>")
     thresholds = meta.get("thresholds")
     if isinstance(thresholds, list) and thresholds:
         out.append(_thresholds(thresholds))

@@ -254,7 +254,7 @@ def test_no_value_is_cut_and_no_line_has_trailing_spaces_when_narrow(columns, st
     assert "…" not in out.stdout
     [_, row] = read_csv(result_files(tmp_path / "r", "trap")[0])
     # Every figure of the table is there whole, the errors column included.
-    assert f"5xx {int(row['errors_http_5xx']):,}" in out.stdout
+    assert f"{int(row['errors_http_5xx']):,} × 503" in out.stdout
     assert "errors" in out.stdout and "p99" in out.stdout and "1,000" in out.stdout
 
 

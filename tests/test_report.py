@@ -24,7 +24,7 @@ def results(tmp_path_factory) -> Path:
                    "-H", f"Authorization: {SECRET}")
     assert trap.returncode == 0, trap.stderr
     sem = run_cli("semaphore", "--limits", "2,5,10,20", "--requests", "20", "--cooldown", "0", "--no-plot",
-                  "--results-dir", str(folder), "--fail-if", "latency_p50_s<1")
+                  "--results-dir", str(folder), "--fail-if", "latency_p50_s<1", "-H", f"Authorization: {SECRET}")
     assert sem.returncode == 3, sem.stderr
     return folder
 

@@ -38,13 +38,18 @@ class AiohttpEngine:
     async def fetch(self, slot: int) -> FetchResult:
         return await self.client.fetch(self.url, method=self.method, data=self.data, headers=self.headers)
 
-    async def run(self, requests: int, sink: Sink) -> None:
-        """`requests` requests shared by `concurrency` workers, each result into `sink`."""
+    async def run(self, requests: int, sink: Sink, duration: float | None = None) -> None:
+        """`requests` requests shared by `concurrency` workers, each result into `sink`; with
+        `duration`, no new request is sent once that many seconds have passed."""
         tickets = iter(range(requests))
         add = sink.add
+        loop = asyncio.get_running_loop()
+        until = None if duration is None else loop.time() + duration
 
         async def worker() -> None:
             for _ in tickets:
+                if until is not None and loop.time() >= until:
+                    return
                 add(await self.fetch(0))
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))

@@ -23,9 +23,10 @@ class Engine(Protocol):
 
     async def fetch(self, slot: int) -> FetchResult: ...
 
-    async def run(self, requests: int, sink: Sink) -> None:
+    async def run(self, requests: int, sink: Sink, duration: float | None = None) -> None:
         """Send `requests` requests over all the slots (a closed loop), each measured into
-        `sink` (by `sink.success` for a plain success, if the engine likes, else `sink.add`)."""
+        `sink` (by `sink.success` for a plain success, if the engine likes, else `sink.add`);
+        with `duration`, send no new request once that many seconds have passed."""
         ...
 
     # The open model: `launch` sends one request now and returns at once; the engine measures

@@ -321,8 +321,10 @@ class FastEngine:
             self._drop(slot)
         return conn.outcome(exc, self.timeout)
 
-    async def run(self, requests: int, sink: Sink) -> None:
-        """Send `requests` requests over the slots, each measured into `sink` as it completes.
+    async def run(self, requests: int, sink: Sink, duration: float | None = None) -> None:
+        """Send `requests` requests over the slots, each measured into `sink` as it completes;
+        with `duration`, no new request is sent once that many seconds have passed (those in
+        flight end as usual, within the timeout).
 
         A slot starts as a coroutine (connect, retries). Once its connection is open and
         kept alive, and there are no retries to make, the connection drives itself: each
@@ -331,7 +333,17 @@ class FastEngine:
         else (a closed connection, an error that drops it) hands the slot back to its coroutine.
         """
         self._left = requests
-        await asyncio.gather(*(self._drive(slot, sink) for slot in range(len(self.slots))))
+        assert self._loop is not None
+        # A timer, not a check per request: the hot path stays as it is.
+        stop = None if duration is None else self._loop.call_later(duration, self._stop_sending)
+        try:
+            await asyncio.gather(*(self._drive(slot, sink) for slot in range(len(self.slots))))
+        finally:
+            if stop is not None:
+                stop.cancel()
+
+    def _stop_sending(self) -> None:
+        self._left = 0
 
     async def _drive(self, slot: int, sink: Sink) -> None:
         assert self._loop is not None

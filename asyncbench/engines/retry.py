@@ -49,6 +49,12 @@ class Attempt:
     body: bytes | None = None
     body_bytes: int = 0
 
+    @property
+    def throttled(self) -> bool:
+        """The server turned this attempt away to slow the client down: a 429, or a 503 that
+        said when to come back."""
+        return self.status == 429 or (self.status == 503 and self.retry_after is not None)
+
 
 @dataclass
 class RetryPolicy:
@@ -69,11 +75,12 @@ class RetryPolicy:
         """Call `send(time_left)` until an attempt succeeds, cannot be retried, or time is up."""
         sent = _perf()
         deadline = sent + timeout
-        attempts = 0
+        attempts = throttled = 0
         refused: float | None = None
         while True:
             attempts += 1
             attempt = await send(max(1e-3, deadline - _perf()))
+            throttled += attempt.throttled
             error = attempt.error
             if error is None or attempts > self.retries or not self.retryable(error, attempt.status):
                 break
@@ -86,12 +93,13 @@ class RetryPolicy:
             if _perf() + delay >= deadline:
                 break  # no time left for another attempt
             await asyncio.sleep(delay)
-        return result(attempt, attempts, sent, _perf(), refused, queue_wait)
+        return result(attempt, attempts, sent, _perf(), refused, queue_wait, throttled)
 
 
 def result(attempt: Attempt, attempts: int, sent: float, done: float, refused: float | None = None,
-           queue_wait: float = 0.0) -> FetchResult:
-    """The record of a request whose last attempt was `attempt`."""
+           queue_wait: float = 0.0, throttled: int | None = None) -> FetchResult:
+    """The record of a request whose last attempt was `attempt` (`throttled`: how many of its
+    attempts were; by default, whether this one was)."""
     error = attempt.error
     detail = attempt.detail
     if error is not None and detail is None and attempt.status is not None:
@@ -102,4 +110,5 @@ def result(attempt: Attempt, attempts: int, sent: float, done: float, refused: f
         ok=error is None, status=attempt.status, latency_s=done - sent, attempts=attempts, error=error,
         detail=detail, queue_wait_s=queue_wait, sent_at=sent, done_at=done, body=attempt.body,
         body_bytes=attempt.body_bytes, retry_after_refused_s=refused, intended_at=sent - queue_wait,
+        throttled=int(attempt.throttled) if throttled is None else throttled,
     )

@@ -3,7 +3,13 @@
 Exponential search up (1, 2, 4, ...) until a probe fails or `--max` is reached, then bisection
 (at the geometric middle) until the bracket is within 10 %. Each probe is a short steady run:
 `level` requests kept in flight (`--mode concurrency`, as the semaphore) or `level` requests a
-second on a schedule (`--mode rate`, as `rate`). Every probe is kept as evidence.
+second on a schedule (`--mode rate`, as `rate`), sending nothing new after `--probe-duration`.
+Every probe is kept as evidence.
+
+Two answers: `result`, the most load within the objective (the cliff's edge), and
+`recommended`, the knee: the lowest level whose goodput is within 5 % of the best any passing
+probe measured — found to within 10 % too, by bisecting below it when needed. Past the knee,
+more load buys latency, not goodput.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
-from asyncbench.experiments.load import RequestSpec
-from asyncbench.metrics import LevelRecorder, LevelStats, latency_quantiles, summarize
+from asyncbench.experiments.load import RequestSpec, check_target
+from asyncbench.metrics import KNEE_TOLERANCE, LevelRecorder, LevelStats, latency_quantiles, summarize
 from asyncbench.rates import RateRecorder, RateStats
 from asyncbench.shards import Driver
 
@@ -39,17 +45,19 @@ def _summary(run: Any) -> list[Any]:
 
     rows = run.rows()
     unit = "req/s" if run.setting("mode", "concurrency") == "rate" else "in flight"
-    found = run.meta.get("result")
-    level = found.get("level") if isinstance(found, dict) else None
-    best = next((r for r in rows if r.level == level and r.passed), None)
+
+    def probe(key: str) -> Any | None:
+        found = run.meta.get(key)
+        level = found.get("level") if isinstance(found, dict) else None
+        return next((r for r in rows if r.level == level and r.passed), None)
+
+    best, knee = probe("result"), probe("recommended")
     objective = run.meta.get("objective", "")
-    shown: list[Any] = [report.find_table(rows, best, f"find: {len(rows)} probes ({objective})", unit)]
+    shown: list[Any] = [report.find_table(rows, best, f"find: {len(rows)} probes ({objective})", unit, knee)]
     if best is None:
         shown.append(Text(f"not found: no level met the objective ({objective})", style="bold red"))
     else:
-        shown.append(Text(f"found: {best.level:,} {unit} — the most that met {objective}: goodput "
-                          f"{report.fmt_rate(best.goodput_rps)} req/s, p99 {report.fmt_ms(best.latency_p99_s)} ms",
-                          style="bold green"))
+        shown.append(report.find_verdict(rows, best, knee or best, objective, unit, int(run.setting("max", 0))))
     return shown
 
 
@@ -93,29 +101,37 @@ class FindConfig:
 class ProbeResult:
     stats: ConcurrencyProbe | RateProbe
     quantiles: list[tuple[float, float]]
+    incomplete: list[str] = field(default_factory=list)  # why its load was not all made (a shard died)
 
 
-def judge(stats: LevelStats | RateStats, config: FindConfig) -> str:
-    """Why a probe missed the objective; empty when it met it."""
+def judge(stats: LevelStats | RateStats, config: FindConfig, incomplete: list[str] | None = None) -> str:
+    """Why a probe missed the objective (p99 of the successes, success rate, drops, a client
+    or a shard that could not make the load); empty when it met it."""
     why = []
     if not stats.requests:
         why.append("no request finished")
     if stats.success_rate < config.min_success:
         why.append(f"success {stats.success_rate * 100:.1f} % < {config.min_success * 100:g} %")
-    if stats.latency_p99_s > config.slo_p99:
-        why.append(f"p99 {stats.latency_p99_s * 1000:,.1f} ms > {config.slo_p99 * 1000:g} ms")
+    if stats.successes and stats.ok_latency_p99_s > config.slo_p99:
+        why.append(f"p99 {stats.ok_latency_p99_s * 1000:,.1f} ms > {config.slo_p99 * 1000:g} ms")
     if isinstance(stats, RateStats) and stats.dropped:
         why.append(f"{stats.dropped:,} dropped")
     if stats.client_limited:
         why.append("the client was the limit")
+    if incomplete:
+        why.append(f"{len(incomplete)} shard(s) died: its load was not all made")
     return "; ".join(why)
 
 
+def _halvings() -> int:
+    return math.ceil(math.log2(math.log(2) / math.log(BRACKET))) + 1
+
+
 def most_probes(max_level: int) -> int:
-    """An upper bound on the probes a search makes up to `max_level`."""
+    """An upper bound on the probes a search makes up to `max_level`: doubling, bisecting the
+    bracket of the most within the objective, and that of the knee."""
     doubling = math.ceil(math.log2(max(max_level, 1))) + 1
-    halving = math.ceil(math.log2(math.log(2) / math.log(BRACKET))) + 1
-    return doubling + halving
+    return doubling + 2 * _halvings()
 
 
 async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
@@ -128,6 +144,7 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
 
     async def probe(level: int) -> bool:
         nonlocal last
+        failures_before = len(driver.failures)
         if probes and config.cooldown > 0:
             await asyncio.sleep(config.cooldown)  # let the target drain what the last probe left
         stats: LevelStats | RateStats
@@ -147,17 +164,21 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
             recorder = LevelRecorder()
             step = f"probe {level:,}"
             events.started(step, total, lambda r=recorder: driver.progress(r))
-            facts = await driver.closed(step, config.request, level, total, True, recorder)
+            # No new request after the probe's duration: a silent target times out one request
+            # per worker, not a whole probe's worth one after another.
+            facts = await driver.closed(step, config.request, level, total, True, recorder, config.probe_duration)
             stats = summarize(EXPERIMENT.name, level, [(recorder, facts)])
             row = ConcurrencyProbe(**asdict(stats), passed=False, reason="")
+        incomplete = driver.failures[failures_before:]
         row.experiment = EXPERIMENT.name
-        row.reason = judge(stats, config)
+        row.reason = judge(stats, config, incomplete)
         row.passed = not row.reason
         if stats.throughput_rps > 0:
             last = (level, stats.throughput_rps)
-        result = ProbeResult(row, latency_quantiles([recorder]))
+        result = ProbeResult(row, latency_quantiles([recorder]), incomplete)
         probes.append(result)
         events.finished(result)
+        await check_target(config.request, step, level, stats)
         return row.passed
 
     good: int | None = None
@@ -173,15 +194,53 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
             bad = level
             break
     while good is not None and bad is not None and bad > good * BRACKET and bad - good > 1:
-        middle = min(bad - 1, max(good + 1, round(math.sqrt(good * bad))))
-        if await probe(middle):
-            good = middle
-        else:
-            bad = middle
+        await probe(_middle(good, bad))
+        good, bad = _bracket(probes, good, bad)
+    # The knee: bisect below the lowest level as good as the best until it is known to 10 %.
+    for _ in range(_halvings()):
+        knee = knee_bracket(probes)
+        if knee is None:
+            break
+        await probe(_middle(*knee))
     return probes
+
+
+def _middle(low: int, high: int) -> int:
+    return min(high - 1, max(low + 1, round(math.sqrt(low * high))))
+
+
+def _bracket(probes: list[ProbeResult], good: int, bad: int) -> tuple[int, int]:
+    """The bracket after the last probe, which fell inside it."""
+    level = probes[-1].stats.level
+    return (level, bad) if probes[-1].stats.passed else (good, level)
 
 
 def answer(results: list[ProbeResult]) -> ProbeResult | None:
     """The probe of the highest level that met the objective."""
     passed = [r for r in results if r.stats.passed]
     return max(passed, key=lambda r: r.stats.level) if passed else None
+
+
+def recommended(results: list[ProbeResult]) -> ProbeResult | None:
+    """The knee: the passing probe of the lowest level whose goodput is within KNEE_TOLERANCE
+    of the best goodput of any passing probe."""
+    passed = [r for r in results if r.stats.passed]
+    if not passed:
+        return None
+    best = max(r.stats.goodput_rps for r in passed)
+    return min((r for r in passed if r.stats.goodput_rps >= best * (1 - KNEE_TOLERANCE)),
+               key=lambda r: r.stats.level)
+
+
+def knee_bracket(results: list[ProbeResult]) -> tuple[int, int] | None:
+    """The levels between which the knee lies — the highest probed below the recommended one,
+    and the recommended one — while they are more than 10 % (and one) apart; else None."""
+    knee = recommended(results)
+    if knee is None:
+        return None
+    high = knee.stats.level
+    below = [r.stats.level for r in results if r.stats.level < high]
+    if not below:
+        return None
+    low = max(below)
+    return (low, high) if high > low * BRACKET and high - low > 1 else None

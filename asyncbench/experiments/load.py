@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from asyncbench.client import AsyncHttpClient
 from asyncbench.engines import open_engine
+from asyncbench.errors import TargetGone
 from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts, latency_quantiles, summarize
-from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
+from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds, cpu_wait_seconds
 
 if TYPE_CHECKING:
     from asyncbench.experiments.descriptor import Experiment, StepEvents
@@ -41,20 +42,59 @@ class RequestSpec:
 
 @dataclass
 class LevelResult:
-    """A finished level: its row, its latency quantiles, and each round's own figures (goodput,
-    p50, p99: what `compare` needs to tell a change from the runs' own spread)."""
+    """A finished level: its row, its latency quantiles, each round's own figures (goodput,
+    p50, p99: what `compare` needs to tell a change from the runs' own spread), and why its
+    load was not all made (a shard that died), if it was not."""
 
     stats: LevelStats
     quantiles: list[tuple[float, float]]
     rounds: list[dict[str, float]] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+
+
+async def refused(url: str) -> str | None:
+    """Why the target no longer takes connections (refused twice, a tenth of a second apart),
+    or None when it does. A connection that is merely slow to be accepted (a full backlog) is
+    not a target gone: only an answer of "nobody here" is."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    why = None
+    for attempt in range(2):
+        if attempt:
+            await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(2.0):
+                _, writer = await asyncio.open_connection(host, port)
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            why = f"{host}:{port} refused new connections ({exc.strerror or type(exc).__name__})"
+            continue
+        writer.close()
+        return None
+    return why
+
+
+async def check_target(spec: RequestSpec, step: str, level: int, stats: LevelStats) -> None:
+    """After a step whose requests failed to connect: TargetGone if the target is no longer
+    there, so that no more load is sent to nothing and no answer is drawn from it."""
+    if stats.errors_connect:
+        why = await refused(spec.url)
+        if why is not None:
+            raise TargetGone(step, level, why)
 
 
 async def run_round(
-    spec: RequestSpec, concurrency: int, requests: int, bounded: bool, recorder: LevelRecorder
+    spec: RequestSpec, concurrency: int, requests: int, bounded: bool, recorder: LevelRecorder,
+    duration: float | None = None,
 ) -> RoundFacts:
-    """Send `requests` requests with `concurrency` workers; record each into `recorder`."""
+    """Send `requests` requests with `concurrency` workers; record each into `recorder`. With
+    `duration`, no new request is sent after that many seconds (a probe's bound)."""
     rss = PeakRss()
-    cpu0 = cpu_seconds()
+    cpu0, wait0 = cpu_seconds(), cpu_wait_seconds()
     wall0 = _perf()
     workers = min(concurrency, requests)
     engine = open_engine(spec.engine, spec.url, spec.method, spec.headers, spec.data, spec.timeout,
@@ -65,13 +105,14 @@ async def run_round(
             # All requests are submitted at once: the wait for a slot ends when one is sent.
             recorder.submitted_at = recorder.origin
         with LoopLagMonitor() as lag:
-            await engine.run(requests, recorder)
+            await engine.run(requests, recorder, duration)
     wall = _perf() - wall0
     return RoundFacts(
         peak_rss_mb=rss.peak_mb(),
         client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
         loop_lag_max_s=lag.max_lag,
         loop_late_share=lag.total_lag / wall if wall > 0 else 0.0,
+        cpu_wait_pct=100.0 * (cpu_wait_seconds() - wait0) / wall if wall > 0 else 0.0,
     )
 
 
@@ -96,6 +137,7 @@ async def run_sweep(
         step = f"{experiment.step} {level:,}"
         events.started(step, total * rounds, lambda recorders=recorders: sum(driver.progress(r) for r in recorders))
         facts: list[RoundFacts] = []
+        failures_before = len(driver.failures)
         for recorder in recorders:
             if not first and cooldown > 0:
                 # Let the target drain what the last level left behind before measuring again.
@@ -103,16 +145,20 @@ async def run_sweep(
             first = False
             facts.append(await driver.closed(step, spec, level, total, bounded, recorder))
         stats = summarize(experiment.name, level, list(zip(recorders, facts, strict=True)))
-        result = LevelResult(stats, latency_quantiles(recorders), [round_figures(r) for r in recorders])
+        result = LevelResult(stats, latency_quantiles(recorders), [round_figures(r) for r in recorders],
+                             driver.failures[failures_before:])
         results.append(result)
         events.finished(result)
+        await check_target(spec, step, level, stats)
     return results
 
 
 def round_figures(rec: LevelRecorder) -> dict[str, float]:
-    """One round's goodput, p50 and p99."""
+    """One round's goodput, p50 and p99 (of every request, and of the successes)."""
+    latency = rec.latency
     return {"goodput_rps": rec.successes / rec.elapsed_s if rec.elapsed_s else 0.0,
-            "latency_p50_s": rec.latency.quantile(0.5), "latency_p99_s": rec.latency.quantile(0.99)}
+            "latency_p50_s": latency.quantile(0.5), "latency_p99_s": latency.quantile(0.99),
+            "ok_latency_p50_s": rec.ok.quantile(0.5), "ok_latency_p99_s": rec.ok.quantile(0.99)}
 
 
 @dataclass

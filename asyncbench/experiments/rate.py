@@ -18,7 +18,7 @@ from typing import Any
 
 from asyncbench.engines import open_engine
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents, sweet_row
-from asyncbench.experiments.load import RequestSpec
+from asyncbench.experiments.load import RequestSpec, check_target
 from asyncbench.metrics import RoundFacts, latency_quantiles
 from asyncbench.rates import RateRecorder, RateStats, summarize_rate
 from asyncbench.shards import Driver
@@ -70,10 +70,12 @@ class RateConfig:
 
 @dataclass
 class RateResult:
-    """A finished rate: its row and its latency quantiles (from the intended send time)."""
+    """A finished rate: its row, its latency quantiles (from the intended send time), and why
+    its load was not all made (a shard that died), if it was not."""
 
     stats: RateStats
     quantiles: list[tuple[float, float]]
+    incomplete: list[str] = field(default_factory=list)
 
 
 async def offer(spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,
@@ -119,13 +121,15 @@ async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
         if results and config.cooldown > 0:
             await asyncio.sleep(config.cooldown)  # let the target drain what the last rate left
         recorder = RateRecorder()
+        failures_before = len(config.driver.failures)
         total = max(1, round(rate * config.duration))
         step = f"rate {rate:,g}/s"
         events.started(step, total, lambda recorder=recorder: config.driver.progress(recorder))
         facts = await config.driver.open(step, config.request, rate, total, config.arrivals, config.max_in_flight,
                                          config.seed, recorder)
         stats = summarize_rate(rate, total / rate, recorder, facts)
-        result = RateResult(stats, latency_quantiles([recorder]))
+        result = RateResult(stats, latency_quantiles([recorder]), config.driver.failures[failures_before:])
         results.append(result)
         events.finished(result)
+        await check_target(config.request, step, rate, stats)
     return results

@@ -60,6 +60,7 @@ class ShardJob:
     arrivals: str = "constant"
     max_in_flight: int = 10_000
     seed: int | None = None
+    duration: float | None = None  # closed: no new request after this many seconds
 
     @property
     def planned(self) -> int:
@@ -136,13 +137,13 @@ def split(total: int, parts: int) -> list[int]:
 
 
 def split_closed(spec: RequestSpec, loop: str, concurrency: int, requests: int, bounded: bool,
-                 workers: int) -> list[ShardJob]:
+                 workers: int, duration: float | None = None) -> list[ShardJob]:
     """A closed-loop level as shards: connections split evenly, requests in proportion to them
     (so a one-burst level stays one request per connection in every shard)."""
     n = max(1, min(workers, concurrency, requests))
     conns = split(concurrency, n)
     shares = _proportional(requests, conns)
-    return [ShardJob(i, n, spec, loop, "closed", concurrency=c, requests=r, bounded=bounded)
+    return [ShardJob(i, n, spec, loop, "closed", concurrency=c, requests=r, bounded=bounded, duration=duration)
             for i, (c, r) in enumerate(zip(conns, shares, strict=True))]
 
 
@@ -178,6 +179,7 @@ def merge_facts(facts: list[RoundFacts]) -> RoundFacts:
         client_cpu_pct=max(f.client_cpu_pct for f in facts),
         loop_lag_max_s=max(f.loop_lag_max_s for f in facts),
         loop_late_share=max(f.loop_late_share for f in facts),
+        cpu_wait_pct=max(f.cpu_wait_pct for f in facts),
     )
 
 
@@ -212,11 +214,12 @@ class Driver:
         return recorder.done
 
     async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
-                     recorder: LevelRecorder) -> RoundFacts:
-        """One round of `concurrency` connections sending `requests` requests, into `recorder`."""
+                     recorder: LevelRecorder, duration: float | None = None) -> RoundFacts:
+        """One round of `concurrency` connections sending `requests` requests (none new after
+        `duration` seconds, when given), into `recorder`."""
         from asyncbench.experiments.load import run_round
 
-        return await run_round(spec, concurrency, requests, bounded, recorder)
+        return await run_round(spec, concurrency, requests, bounded, recorder, duration)
 
     async def open(self, step: str, spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,
                    seed: int | None, recorder: RateRecorder) -> RoundFacts:
@@ -263,8 +266,8 @@ class ShardedDriver(Driver):
         return remote_hosts(self._backend.addresses() if self._backend is not None else [])
 
     async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
-                     recorder: LevelRecorder) -> RoundFacts:
-        jobs = split_closed(spec, self.loop, concurrency, requests, bounded, self._workers())
+                     recorder: LevelRecorder, duration: float | None = None) -> RoundFacts:
+        jobs = split_closed(spec, self.loop, concurrency, requests, bounded, self._workers(), duration)
         return await self._round(step, jobs, recorder)
 
     async def open(self, step: str, spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,

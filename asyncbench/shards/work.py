@@ -79,7 +79,7 @@ async def _shard(job: ShardJob, recorder: Any, channel: Channel, start_at: float
     try:
         await _until(start_at)
         if job.kind == "closed":
-            facts = await run_round(job.spec, job.concurrency, job.requests, job.bounded, recorder)
+            facts = await run_round(job.spec, job.concurrency, job.requests, job.bounded, recorder, job.duration)
         else:
             facts = await offer(job.spec, job.rate, job.total, job.arrivals, job.max_in_flight, recorder,
                                 random.Random(job.seed), job.phase_s)
