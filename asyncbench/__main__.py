@@ -1,6 +1,25 @@
-"""`python -m asyncbench`."""
+"""`python -m asyncbench`, and the console script's entry point.
 
-from asyncbench.cli import main
+A Ctrl-C or SIGTERM from the first moment exits 130 with the message: the handler is set before
+the command line's modules (typer, rich) are imported, which takes a good part of a second.
+"""
+
+import os
+import signal
+
+
+def _early(signum: int, frame: object) -> None:
+    os.write(2, b"asyncbench: interrupted\n")
+    os._exit(130)
+
+
+def main() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _early)
+    from asyncbench.cli import main as cli_main
+
+    cli_main()
+
 
 if __name__ == "__main__":
     main()

@@ -81,6 +81,7 @@ def command(panel: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         def run(*args: Any, **kwargs: Any) -> None:
             from asyncbench import signals
 
+            signals.command_started()
             try:
                 fn(*args, **kwargs)
             except KeyboardInterrupt:
@@ -651,25 +652,46 @@ def main() -> None:
     from asyncbench import signals
 
     signals.install()
+    code = _run()
+    signals.command_done()  # what follows is the last word: a signal now just ends it
+    _leave(code)
+
+
+def _run() -> int:
+    """The command, its errors turned into one line each; the exit code."""
     try:
         check_utf8_args(sys.argv[1:])
         app()
+    except SystemExit as exc:  # typer's own ending: --help, a usage error, the end of a command
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return int(ExitCode.RUN_FAILED)
     except (Interrupted, ObjectiveNotMet) as exc:  # not errors: the run was done (or kept)
-        signals.command_done()  # what follows is the last word: a signal now just ends it
         print(f"asyncbench: {exc}", file=sys.stderr)
-        sys.exit(int(exc.exit_code))
+        return int(exc.exit_code)
     except AsyncbenchError as exc:
-        signals.command_done()  # what follows is the last word: a signal now just ends it
         print(f"asyncbench: error: {redact_text(str(exc))}", file=sys.stderr)
-        sys.exit(int(exc.exit_code))
+        return int(exc.exit_code)
     except KeyboardInterrupt:
-        signals.command_done()  # what follows is the last word: a signal now just ends it
         print("asyncbench: interrupted", file=sys.stderr)
-        sys.exit(int(ExitCode.INTERRUPTED))
+        return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug must not print a traceback
-        signals.command_done()  # what follows is the last word: a signal now just ends it
         if os.environ.get("ASYNCBENCH_DEBUG"):
             raise
         print(f"asyncbench: internal error: {type(exc).__name__}: {redact_text(str(exc))} "
               "(set ASYNCBENCH_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
-        sys.exit(int(ExitCode.RUN_FAILED))
+        return int(ExitCode.RUN_FAILED)
+    return 0
+
+
+def _leave(code: int) -> None:
+    """Exit with `code` now. Everything is written and closed by here; the interpreter's own
+    shutdown would put back the default signal handlers, and a Ctrl-C in that window would end
+    the process by SIGINT instead of with this code."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe (asyncbench ... | head): nothing more to say to it
+    os._exit(code)

@@ -23,6 +23,9 @@ __all__ = ["ERROR_KINDS", "AsyncHttpClient", "ErrorKind", "FetchResult", "parse_
 _perf = time.perf_counter
 
 _CHUNK = 64 * 1024  # bodies are read (and discarded, in the load engine) this much at a time
+# A response's head may take this much, a line of it as much (the fast engine's bound on the
+# whole head): an answer whose headers never end fails (`other`) instead of holding memory.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class _BodyTooLarge(Exception):
@@ -97,6 +100,8 @@ class AsyncHttpClient:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             auto_decompress=self.keep_body,
+            max_line_size=MAX_HEAD_BYTES,
+            max_field_size=MAX_HEAD_BYTES,
         )
         if hasattr(self._session, "_retry_connection"):
             # Private in aiohttp (no public switch): otherwise an idempotent request that meets a

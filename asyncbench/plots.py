@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from asyncbench import signals  # noqa: E402
 from asyncbench.errors import OutputError  # noqa: E402
 from asyncbench.metrics import fmt_mb, same_requests  # noqa: E402
 
@@ -137,6 +138,7 @@ def _save(fig: Figure, out_dir: Path, name: str) -> Path:
         raise OutputError(f"cannot write chart {path}: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)
+    signals.checkpoint()  # a Ctrl-C while the chart was drawn stops here, between charts
     return path
 
 

@@ -604,6 +604,13 @@ def run_threads(url: str | None, server: ServerConfig, outputs: Outputs, tasks: 
 
 def plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     """Every chart for a folder: the newest run of each experiment, overlays, the comparison."""
+    from asyncbench import signals
+
+    with signals.deferred():  # a Ctrl-C waits for the chart being drawn (see session.finish)
+        _plot_folder(results_dir, out, all_runs)
+
+
+def _plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     from asyncbench.experiments import registry, run_charts
     from asyncbench.results import find_runs
 
@@ -672,6 +679,13 @@ def _lab_pair(newest: dict[str, Any], console: Any, notes: list[str] | None = No
 def report_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     """One HTML page for a folder: the newest run of each experiment (every run with `all_runs`),
     and the trap against the semaphore when both are there."""
+    from asyncbench import signals
+
+    with signals.deferred():  # a Ctrl-C waits for the chart being drawn (see session.finish)
+        _report_folder(results_dir, out, all_runs)
+
+
+def _report_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
     from asyncbench import webreport
     from asyncbench.experiments import registry
     from asyncbench.results import find_runs

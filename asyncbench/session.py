@@ -178,29 +178,32 @@ def finish(console: Any, writer: ResultsWriter, extra_files: list[Path], plots_d
     else:
         files += [str(f) for f in extra_files]
     console.print("results: " + "\n         ".join(files), soft_wrap=True)
-    run = None
-    charts: list[Path] = []
-    if any_rows and (plots_dir is not None or html_report):
-        from asyncbench.experiments import read_run
+    # Charts and the page are drawn by libraries whose finalizers and callbacks would swallow a
+    # KeyboardInterrupt raised inside them: a Ctrl-C waits for the chart being drawn.
+    with signals.deferred():
+        run = None
+        charts: list[Path] = []
+        if any_rows and (plots_dir is not None or html_report):
+            from asyncbench.experiments import read_run
 
-        run = read_run(writer.csv_path)
-    if plots_dir is not None and run is not None:
-        from asyncbench.experiments import run_charts
+            run = read_run(writer.csv_path)
+        if plots_dir is not None and run is not None:
+            from asyncbench.experiments import run_charts
 
-        charts = run_charts(run, plots_dir, min_success)
-        if charts:
-            console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
-        else:
-            console.print("charts:  none: every setting had one value, so there is nothing to chart "
-                          "against (give a setting a list, e.g. --concurrency 10,25,50)")
-    if html_report and run is not None:
-        from asyncbench import webreport
+            charts = run_charts(run, plots_dir, min_success)
+            if charts:
+                console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
+            else:
+                console.print("charts:  none: every setting had one value, so there is nothing to chart "
+                              "against (give a setting a list, e.g. --concurrency 10,25,50)")
+        if html_report and run is not None:
+            from asyncbench import webreport
 
-        page = writer.csv_path.with_suffix(".html")
-        # The charts just drawn go into the page as they are; with --no-plot it draws its own.
-        drawn = {run.stem: charts} if plots_dir is not None else None
-        webreport.write(page, webreport.render([run], writer.csv_path.parent, None, charts=drawn))
-        console.print(f"report:  {page}", soft_wrap=True)
+            page = writer.csv_path.with_suffix(".html")
+            # The charts just drawn go into the page as they are; with --no-plot it draws its own.
+            drawn = {run.stem: charts} if plots_dir is not None else None
+            webreport.write(page, webreport.render([run], writer.csv_path.parent, None, charts=drawn))
+            console.print(f"report:  {page}", soft_wrap=True)
     if interrupted:
         raise Interrupted(f"interrupted; the finished {steps} are saved")
 

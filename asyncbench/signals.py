@@ -35,7 +35,9 @@ class _State:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
         self.hooks: list[Callable[[], None]] = []
+        self.started = False  # a command has begun its work (before: a signal ends the process at once)
         self.done = False  # the command has finished: a signal now only ends the process
+        self.deferring = 0  # depth of spans where a signal waits for a checkpoint (charts)
 
 
 _state = _State()
@@ -59,18 +61,29 @@ def command_done() -> None:
     _state.done = True
 
 
+def command_started() -> None:
+    """A command's own work begins: from now on a first signal stops it cleanly. Before (while
+    the command line is parsed), nothing is measured yet and a signal ends the process at once —
+    raised as KeyboardInterrupt there, the command-line parser would swallow it."""
+    _state.started = True
+
+
+def _exit_now() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os.write(2, b"asyncbench: interrupted\n")
+    os._exit(int(ExitCode.INTERRUPTED))
+
+
 def _handle(signum: int, frame: Any) -> None:
     _state.received += 1
-    if _state.done:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os.write(2, b"asyncbench: interrupted\n")
-        os._exit(int(ExitCode.INTERRUPTED))
-    if _state.protected:
-        _state.pending = True  # acted on when the write ends
+    if _state.done or not _state.started:
+        _exit_now()
+    if _state.protected or (_state.deferring and _state.received < 2):
+        _state.pending = True  # acted on when the write ends, or at the next checkpoint
         return
     _act()
 
@@ -78,7 +91,8 @@ def _handle(signum: int, frame: Any) -> None:
 def _act() -> None:
     if _state.received >= 2:
         _hard_exit()
-    if _state.raise_here or _state.task is None or _state.loop is None or _state.loop.is_closed():
+    if (_state.raise_here or _state.deferring or _state.task is None or _state.loop is None
+            or _state.loop.is_closed()):
         raise KeyboardInterrupt
     if _state.received == 1:
         _state.loop.call_soon_threadsafe(_state.task.cancel)
@@ -102,9 +116,31 @@ def protected() -> Iterator[None]:
         yield
     finally:
         _state.protected -= 1
-        if not _state.protected and _state.pending:
+        if not _state.protected and _state.pending and not _state.deferring:
             _state.pending = False
             _act()
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A span (drawing charts, rendering a report) in which a first signal is noted and acted
+    on only at a `checkpoint()` or at the span's end: raised at any moment, a KeyboardInterrupt
+    can land in a finalizer or a library's callback, which prints "Exception ignored" and goes
+    on as if nothing had happened. A second signal still ends the process at once."""
+    _state.deferring += 1
+    try:
+        yield
+    finally:
+        _state.deferring -= 1
+        if not _state.deferring:
+            checkpoint()
+
+
+def checkpoint() -> None:
+    """Act on a signal noted during a `deferred()` span (raises KeyboardInterrupt)."""
+    if _state.pending and not _state.protected:
+        _state.pending = False
+        _act()
 
 
 @contextmanager
@@ -148,6 +184,18 @@ def _on_loop_signal() -> None:
     # Run by the loop between callbacks, so never in the middle of a (synchronous) write.
     _state.received += 1
     _act()
+
+
+@contextmanager
+def ignored_by_children() -> Iterator[None]:
+    """While processes are started (workers): SIGINT ignored, which they inherit and keep — a
+    terminal's Ctrl-C reaches the whole process group, and the workers must leave it to this
+    process, which stops their work and ends them. Restored after."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -102,11 +102,12 @@ def run_cli(*args: str, timeout: float = 300, max_file_bytes: int | None = None)
 
 
 def run_in_pty(*args: str, columns: int = 100, timeout: float = 120,
-               send_signal: tuple[str, int] | None = None) -> tuple[int, str]:
+               send_signal: tuple[str, int] | None = None, to_group: bool = False) -> tuple[int, str]:
     """`asyncbench ARGS` in a pseudo-terminal of `columns` columns, as a user types it: stdout and
     stderr are a terminal, so the live display runs. Returns (exit code, everything it printed).
 
-    `send_signal=(text, signum)` sends `signum` once `text` has appeared in the output.
+    `send_signal=(text, signum)` sends `signum` once `text` has appeared in the output: to the
+    process, or with `to_group` to its whole process group, as a terminal's Ctrl-C does.
     """
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
@@ -129,7 +130,10 @@ def run_in_pty(*args: str, columns: int = 100, timeout: float = 120,
                     break
                 chunks.append(data)
                 if send_signal and send_signal[0] in b"".join(chunks).decode("utf-8", "replace"):
-                    proc.send_signal(send_signal[1])
+                    if to_group:
+                        os.killpg(proc.pid, send_signal[1])
+                    else:
+                        proc.send_signal(send_signal[1])
                     send_signal = None
             elif proc.poll() is not None:
                 break

@@ -120,6 +120,49 @@ def test_a_body_cut_short_by_the_close_is_an_error_not_a_success(engine, answer,
     assert not r.ok and r.error in ("connect", "other"), r
 
 
+def _longer_than_its_length(n, head, sock) -> bool:
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nokXTRA-BYTES")  # 9 bytes past its end
+    return True
+
+
+def _two_mb_of_headers(n, head, sock) -> bool:
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Big: " + b"a" * (2 * 1024 * 1024) + b"\r\n\r\nok")
+    return True
+
+
+def _hundred_thousand_headers(n, head, sock) -> bool:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(100_000))
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + fields + b"\r\nok")
+    return True
+
+
+@pytest.mark.parametrize("answer", [_longer_than_its_length, _two_mb_of_headers, _hundred_thousand_headers],
+                         ids=["body-past-content-length", "2-MB-of-headers", "100000-headers"])
+def test_malformed_answers_are_failures_in_both_engines(engine, answer, raw_server):
+    # A stream out of step with its requests, or a head past 64 KiB, is not a success: both
+    # engines fail each such answer as `other`, and the next request starts on a clean connection.
+    server = raw_server(answer)
+    results = fetch_all(engine, server.url, n=3)
+    assert [(r.ok, r.error) for r in results] == [(False, "other")] * 3, [r.detail for r in results]
+    assert server.requests == 3
+
+
+def test_headers_that_never_end_fail_in_bounded_memory(engine, raw_server, tmp_path):
+    def endless(n, head, sock) -> bool:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        for _ in range(16 * 1024):  # up to 1 GiB of one header, unless the client hangs up first
+            sock.sendall(b"a" * 65536)
+        return False
+
+    server = raw_server(endless)
+    out = run_cli("trap", server.url, "--engine", engine, "--levels", "1", "--timeout", "30", "--no-plot",
+                  "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    [row] = read_csv(result_files(tmp_path, "trap")[0])
+    assert row["errors_other"] == "1"
+    assert float(row["peak_rss_mb"]) < 300  # one request held 1.65 GB before the head was bounded
+
+
 def test_the_steady_state_records_what_single_requests_record(engine, raw_server):
     # `run` (the path the CLI takes: a connection that drives itself) against the same answers
     # `fetch` gets: a kept connection, a close-delimited one, errors.

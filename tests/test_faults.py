@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import http_response, read_csv, result_files, run_cli, wait_for_line
+from conftest import http_response, read_csv, result_files, run_cli, server_stats, wait_for_line
 
 
 def _popen(*args: str) -> subprocess.Popen[str]:
@@ -203,16 +203,34 @@ def test_a_signal_before_the_measurement_starts_exits_130_with_a_message(signum,
     assert "asyncbench: interrupted" in err
 
 
-def test_sigterm_while_charts_render_exits_130_with_a_message(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("report", [[], ["--report"]], ids=["charts", "charts-and-report"])
+def test_a_signal_while_charts_render_exits_130_with_a_message(signum, report, tmp_path):
     proc = _popen("trap", "--levels", "1,2", "--cooldown", "0", "--results-dir", str(tmp_path / "r"),
-                  "--plots-dir", str(tmp_path / "p"))
+                  "--plots-dir", str(tmp_path / "p"), *report)
     wait_for_line(proc.stdout, "results:", proc)  # printed just before the charts are drawn
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "asyncbench: interrupted" in err
+    assert "Exception ignored" not in err and "Traceback" not in err
     [meta] = _sidecars(tmp_path / "r")
     assert meta["status"] == "complete"  # the measurement had finished: it stays complete
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_program_starts_exits_130_with_a_message(signum, tmp_path):
+    # -X importtime says each module as it is imported: once click's appears, the command line's
+    # modules are loading — the window in which a Ctrl-C used to print a traceback.
+    env = {**os.environ, "COLUMNS": "100"}
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "asyncbench", "trap", "--results-dir",
+                             str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wait_for_line(proc.stderr, "click", proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "asyncbench: interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_ctrl_c_interrupts_the_blocking_phase_of_threads_at_once(tmp_path):
@@ -228,6 +246,7 @@ def test_ctrl_c_interrupts_the_blocking_phase_of_threads_at_once(tmp_path):
         proc.wait()
     assert proc.returncode == 130
     assert "interrupted" in err
+    assert "Traceback" not in err and "never retrieved" not in err
     [meta] = _sidecars(results)
     assert meta["status"] == "interrupted"
 
@@ -330,7 +349,7 @@ def test_every_request_failing_is_explained_before_and_after_the_sweep(start_ser
     assert row["error_statuses"] == "400:5"
 
 
-def test_a_target_that_dies_midrun_is_said_to_have_gone_away(tmp_path):
+def test_a_target_that_dies_between_levels_fails_the_run_and_answers_nothing_from_it(tmp_path):
     from asyncbench.server import EmbeddedServer, ServerConfig
 
     server = EmbeddedServer(ServerConfig(latency=0.0, capacity=1000, queue=1000))
@@ -344,14 +363,44 @@ def test_a_target_that_dies_midrun_is_said_to_have_gone_away(tmp_path):
         out, err = proc.communicate(timeout=120)
     finally:
         server.stop()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 1, err
+    assert "error: the target went away during level 200" in err and "Traceback" not in err
     rows = {int(r["level"]): r for r in read_csv(result_files(results, "trap")[0])}
-    for level in (200, 400):
-        assert int(rows[level]["errors_connect"]) == level
-        assert rows[level]["client_limited"] == "false"
+    assert sorted(rows) == [1, 200]  # no more load sent to nothing
+    assert int(rows[200]["errors_connect"]) == 200 and rows[200]["client_limited"] == "false"
     flat = " ".join(out.split())
-    assert "the target went away" in flat
-    assert "the client was the limit" not in flat
+    assert "the target went away during level 200" in flat
+    assert "the client was the limit" not in flat and "the trap springs" not in flat
+    meta = json.loads(result_files(results, "trap")[1].read_text())
+    assert meta["status"] == "failed" and meta["target_gone"] == {"step": "level 200", "level": 200}
+    assert meta["sweet_spot"]["level"] == 1
+
+
+def test_a_target_killed_mid_level_keeps_what_it_answered_and_exits_1(tmp_path):
+    from asyncbench.server import EmbeddedServer, ServerConfig
+
+    server = EmbeddedServer(ServerConfig(latency=0.05, capacity=1000, queue=1000))
+    url = server.start()
+    results = tmp_path / "r"
+    try:
+        proc = _popen("semaphore", url, "--limits", "10,20,50", "--requests", "300", "--cooldown", "0",
+                      "--no-plot", "--results-dir", str(results))
+        wait_for_line(proc.stderr, "limit 10 done", proc)
+        deadline = time.monotonic() + 60
+        while server_stats(url)["received"] < 1 + 300 + 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.stop()  # in the middle of limit 20: 300 requests of 50 ms, 20 at a time, take 0.75 s
+        out, err = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert proc.returncode == 1, err
+    rows = read_csv(result_files(results, "semaphore")[0])
+    meta = json.loads(result_files(results, "semaphore")[1].read_text())
+    gone = meta["target_gone"]["level"]
+    assert int(rows[-1]["level"]) == gone and int(rows[-1]["errors_connect"]) > 0
+    assert int(rows[0]["level"]) == 10 and rows[0]["success_rate"] == "1"  # what it answered is kept
+    assert meta["sweet_spot"]["level"] != gone
+    assert f"the target went away during limit {gone}" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

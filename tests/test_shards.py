@@ -169,6 +169,9 @@ def test_a_worker_that_dies_is_named_its_level_kept_and_the_next_level_runs(star
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert f"(pid {victim}) died: its process was killed by SIGKILL" in err
+    # What it reported answered is said as such, and what it sent as unknown (the server saw more).
+    said = " ".join(err.split())
+    assert "requests answered, and how many more it sent is not known" in said and "after about" not in said
     assert "1 shard(s) failed" in err
     csv_path, json_path, _ = result_files(tmp_path / "r", "semaphore")
     first, second = read_csv(csv_path)
@@ -176,7 +179,8 @@ def test_a_worker_that_dies_is_named_its_level_kept_and_the_next_level_runs(star
     assert int(second["requests"]) == 400  # a fresh worker took the dead one's place
     sidecar = json.loads(json_path.read_text())
     dead = [s for s in _shards(sidecar) if s["status"] == "died"]
-    assert [(d["worker"], d["requests_planned"]) for d in dead] == [(f"pid {victim}", 200)]
+    assert [(d["worker"], d["requests_planned"], d["requests"]) for d in dead] == [(f"pid {victim}", 200, None)]
+    assert 0 <= dead[0]["requests_reported_answered"] <= 200
     assert any(f"pid {victim}" in w for w in sidecar["warnings"])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 from conftest import run_in_pty
@@ -40,6 +41,17 @@ def test_a_sharded_run_shows_its_progress_in_a_terminal(scale, tmp_path):
     assert HIDE_CURSOR in screen and "Traceback" not in screen and "distributed." not in screen
     [sidecar] = (tmp_path / "r").glob("semaphore-*[0-9].json")
     assert json.loads(sidecar.read_text())["scale"]["workers"] == 2
+
+
+@pytest.mark.parametrize("scale", [["--processes", "2"], ["--cluster", "local:2"]])
+def test_ctrl_c_in_a_terminal_reaches_every_process_and_ends_in_one_message(scale, tmp_path):
+    # A terminal's Ctrl-C goes to the whole process group: the workers too.
+    code, screen = run_in_pty("semaphore", "--limits", "5,10", "--requests", "100000", "--cooldown", "0", *scale,
+                              "--results-dir", str(tmp_path / "r"), "--no-plot", send_signal=("limit 5", signal.SIGINT),
+                              to_group=True)
+    assert code == 130, screen
+    assert "asyncbench: interrupted" in screen
+    assert "Traceback" not in screen and "Error" not in screen and "distributed." not in screen
 
 
 def test_plot_runs_in_a_terminal(tmp_path):

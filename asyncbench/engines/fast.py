@@ -25,6 +25,11 @@ from asyncbench.records import FetchResult, ScheduledSink, Sink, error_kind
 
 _perf = time.perf_counter
 
+# The most a response's head (status line and headers) may take, as nginx's large header
+# buffers and the aiohttp engine (engines/aiohttp.py) allow: past it, an answer whose headers
+# never end would hold memory without bound.
+MAX_HEAD_BYTES = 64 * 1024
+
 
 def build_request(url: str, method: str, headers: dict[str, str], body: bytes | None) -> bytes:
     """The request's bytes, as every attempt sends them."""
@@ -86,7 +91,7 @@ class _Connection(asyncio.Protocol):
     """
 
     __slots__ = ("transport", "parser", "on_done", "status", "body_bytes", "closed", "keep_alive",
-                 "deadline", "sent_at", "chunks", "collecting")
+                 "deadline", "sent_at", "chunks", "collecting", "head_bytes", "finished", "unsolicited")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -100,6 +105,11 @@ class _Connection(asyncio.Protocol):
         self.body_bytes = 0
         self.keep_alive = False
         self.collecting = False
+        self.head_bytes = 0  # bytes received while the head was not yet over
+        # A response that ended in this piece of data: told once the whole piece is parsed, so
+        # that bytes after its end (a body longer than its Content-Length) fail it instead.
+        self.finished: Callable[[BaseException | None], None] | None = None
+        self.unsolicited = False  # a response came that no request asked for
 
     # --- asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
@@ -108,12 +118,39 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.collecting:
             self.chunks.append(data)
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(_kind(ConnectionError("the server switched protocols"), "other"))
+            return
         except httptools.HttpParserError as exc:
-            self._fail(_kind(ValueError(f"malformed response: {exc}"), "other"))
+            if self.finished is not None:  # the response was over, and more came after it
+                self._out_of_step("bytes after the end of the response (a body longer than its Content-Length?)")
+            else:
+                self._fail(_kind(ValueError(f"malformed response: {exc}"), "other"))
+            return
+        if self.unsolicited:
+            self._out_of_step("a response no request asked for")
+            return
+        finished = self.finished
+        if finished is not None:
+            self.finished = None
+            finished(None)
+        elif self.collecting and self.on_done is not None and self.head_bytes > MAX_HEAD_BYTES:
+            self._fail(_kind(ValueError(f"the response's head is over {MAX_HEAD_BYTES // 1024} KiB "
+                                        "(its headers never end?)"), "other"))
+
+    def _out_of_step(self, what: str) -> None:
+        """The stream no longer lines up with the requests: fail the response it carried (or
+        the request in flight) and close the connection, so the next request starts clean."""
+        done = self.finished or self.on_done
+        self.finished = self.on_done = None
+        self.unsolicited = False
+        if self.transport is not None:
+            self.transport.close()
+        if done is not None:
+            done(_kind(ValueError(f"the connection is out of step: {what}"), "other"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -140,13 +177,15 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:  # an interim response: the real one follows
             return
         done = self.on_done
-        if done is not None:
-            self.status = status
-            self.on_done = None
-            self.keep_alive = parser.should_keep_alive()
-            if not self.keep_alive and self.transport is not None:
-                self.transport.close()  # the server will not take another request on it
-            done(None)
+        if done is None:
+            self.unsolicited = True
+            return
+        self.status = status
+        self.on_done = None
+        self.keep_alive = parser.should_keep_alive()
+        if not self.keep_alive and self.transport is not None:
+            self.transport.close()  # the server will not take another request on it
+        self.finished = done  # told when the data it came in is all parsed (data_received)
 
     # --- the request
     def _fail(self, exc: BaseException) -> None:
@@ -169,6 +208,7 @@ class _Connection(asyncio.Protocol):
         self.status = None
         self.body_bytes = 0
         self.collecting = True
+        self.head_bytes = 0
         self.chunks.clear()
         self.on_done = on_done
         self.sent_at = now = _perf()
@@ -373,6 +413,7 @@ class FastEngine:
                     conn.status = None
                     conn.body_bytes = 0
                     conn.collecting = True
+                    conn.head_bytes = 0
                     conn.chunks.clear()
                     conn.on_done = on_done
                     conn.sent_at = sent = _perf()

@@ -134,8 +134,13 @@ async def run(config: ThreadsConfig, events: StepEvents) -> list[PhaseRun]:
             return threading.current_thread().name, result.ok
 
         async def blocking() -> tuple[str, bool]:
-            with signals.interruptible():  # Ctrl-C must not wait for tasks × sleep seconds
-                time.sleep(config.sleep)  # deliberately blocks the event loop: the lesson
+            try:
+                with signals.interruptible():  # Ctrl-C must not wait for tasks × sleep seconds
+                    time.sleep(config.sleep)  # deliberately blocks the event loop: the lesson
+            except KeyboardInterrupt:
+                # The run is being stopped: end this task as cancelled, so that the stop travels
+                # up as every other stop does (raised inside a task, it would be left there unseen).
+                raise asyncio.CancelledError from None
             return threading.current_thread().name, True
 
         async def nonblocking() -> tuple[str, bool]:

@@ -96,7 +96,8 @@ class Outcome:
             if "dropped" in rec:
                 entry["dropped"] = rec["dropped"]
         else:
-            entry.update(requests=self.progress, reason=self.reason)
+            # Unknown: it died before saying. What it reported answered is a floor.
+            entry.update(requests=None, requests_reported_answered=self.progress, reason=self.reason)
         return entry
 
 
@@ -301,9 +302,12 @@ class ShardedDriver(Driver):
                 recorder.merge(shard)
                 facts.append(RoundFacts(**outcome.facts))
             else:
+                # What it last reported is a floor, not a count: it was reported up to a progress
+                # interval before the end, and requests in flight then went unreported.
                 failure = (f"{step}: shard {outcome.job.index + 1} of {len(jobs)} ({outcome.worker}) {outcome.status}: "
-                           f"{outcome.reason}, after about {outcome.progress:,} of its {outcome.job.planned:,} requests; "
-                           "the row holds the other shards' requests only")
+                           f"{outcome.reason}; it had reported {outcome.progress:,} of its {outcome.job.planned:,} "
+                           "requests answered, and how many more it sent is not known; the row holds the other "
+                           "shards' requests only")
                 self.failures.append(failure)
                 # Said at once too: the run goes on, and the conclusion comes only at its end.
                 print(f"asyncbench: warning: {failure}", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from asyncbench import signals
 from asyncbench.shards import ShardError
 
 if TYPE_CHECKING:
@@ -41,13 +42,20 @@ class ClusterBackend:
     def __init__(self, address: str, local: int | None) -> None:
         from distributed import Client, LocalCluster
 
-        # Dask's INFO lines would interleave with the progress display.
-        for logger in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
-            logging.getLogger(logger).setLevel(logging.ERROR)
+        # Dask's lines would interleave with the progress display, and its errors at shutdown
+        # (a shard's wait for the start cut short by a stop) are not news: asyncbench says what
+        # became of every shard itself.
+        for logger in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
+                       "distributed.core"):
+            logging.getLogger(logger).setLevel(logging.CRITICAL)
         self._cluster = None
         if local is not None:
-            self._cluster = LocalCluster(n_workers=local, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                         dashboard_address=None, silence_logs=logging.ERROR)
+            # Ctrl-C in a terminal reaches the whole process group: the workers must leave it to
+            # asyncbench, which stops their shards and closes the cluster. Started with SIGINT
+            # ignored, a Python process keeps it ignored.
+            with signals.ignored_by_children():
+                self._cluster = LocalCluster(n_workers=local, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                             dashboard_address=None, silence_logs=logging.CRITICAL)
             address = self._cluster.scheduler_address
         self.address = address
         try:

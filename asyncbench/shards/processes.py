@@ -9,6 +9,7 @@ import signal
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
+from asyncbench import signals
 from asyncbench.shards.work import run_job
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ class ProcessBackend:
     def _spawn(self, slot: int) -> tuple[BaseProcess, Connection]:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=serve, args=(child,), name=f"asyncbench-worker-{slot + 1}", daemon=True)
-        process.start()
+        with signals.ignored_by_children():  # from its first moment, not only once it runs `serve`
+            process.start()
         child.close()
         return process, parent
 

@@ -68,8 +68,12 @@ async def _shard(job: ShardJob, recorder: Any, channel: Channel, start_at: float
     def watch() -> None:
         # A thread, so that a channel whose calls block (Dask's) never holds up the event loop.
         while not finished.wait(PROGRESS_EVERY_S):
-            channel.progress(job.index, recorder.done)
-            if channel.stopped():
+            try:
+                channel.progress(job.index, recorder.done)
+                stop = channel.stopped()
+            except Exception:  # noqa: BLE001 - the coordinator (or the worker's client) is gone: stop
+                stop = True
+            if stop:
                 told_to_stop.set()
                 loop.call_soon_threadsafe(task.cancel)
                 return
