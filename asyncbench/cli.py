@@ -143,7 +143,7 @@ LoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load gen
 LoadLoopOpt = Annotated[str, typer.Option("--loop", help="Event loop of the load generator: asyncio, uvloop, or auto (uvloop for the fast engine, asyncio for aiohttp).", rich_help_panel=_REQ)]
 EngineOpt = Annotated[str, typer.Option("--engine", help="Load engine: fast (uvloop, httptools, a connection per worker) or aiohttp (the lab's AsyncHttpClient).", rich_help_panel=_REQ)]
 ProcessesOpt = Annotated[int, typer.Option("--processes", help="Local worker processes making the load: each level is split among them and merged exactly (one Python process drives one core).", rich_help_panel=_SCALE)]
-ClusterOpt = Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help="Run the shards on the workers of a Dask scheduler (tcp://host:8786), or local:N for a local Dask cluster of N workers. Needs asyncbench[cluster].", rich_help_panel=_SCALE, show_default=False)]
+ClusterOpt = Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help="Run the shards on the workers of a Dask scheduler (tcp://host:8786), or local:N for a local Dask cluster of N workers. Needs asyncbench\\[cluster] (pip install 'asyncbench\\[cluster]').", rich_help_panel=_SCALE, show_default=False)]
 InsecureOpt = Annotated[bool, typer.Option("--insecure", "-k", metavar="", help="For https://: do not check the server's certificate.", rich_help_panel=_REQ)]
 SrvLatencyOpt = Annotated[float, typer.Option("--server-latency", help="Service time per request, seconds.", rich_help_panel=_SRV)]
 SrvCapacityOpt = Annotated[int, typer.Option("--server-capacity", help="Requests served at once.", rich_help_panel=_SRV)]
@@ -649,9 +649,12 @@ def serve(
 
 def main() -> None:
     """Console-script entry point: the one place where errors become messages and exit codes."""
-    from asyncbench import signals
+    from asyncbench import redact, signals
 
     signals.install()
+    # Every secret the command line carries is masked in all that is shown, whoever shows it.
+    redact.register_from_argv(sys.argv[1:])
+    redact.masked_streams()
     code = _run()
     signals.command_done()  # what follows is the last word: a signal now just ends it
     _leave(code)

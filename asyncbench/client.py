@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,15 @@ MAX_HEAD_BYTES = 64 * 1024
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def _connect_detail(exc: BaseException, url: str) -> str:
+    """aiohttp's words for a failed connection, without its "ssl:default" (what it would have
+    done for TLS) on a plain http:// URL, where it only puzzles."""
+    detail = str(exc) or type(exc).__name__
+    if url.startswith("http://"):
+        detail = re.sub(r" ssl:(?:default|None|False|True|<[^>]*>)", "", detail)
+    return detail
 
 
 class AsyncHttpClient:
@@ -193,7 +203,7 @@ class AsyncHttpClient:
             except TimeoutError:  # aiohttp's timeouts subclass it
                 out.error, out.detail = "timeout", f"no complete response within {self.timeout:g} s"
             except aiohttp.ClientConnectionError as exc:
-                out.error, out.detail = "connect", str(exc) or type(exc).__name__
+                out.error, out.detail = "connect", _connect_detail(exc, url)
             except _BodyTooLarge as exc:
                 out.error, out.detail = "other", str(exc)
             except Exception as exc:  # noqa: BLE001 - a failed request is data, not a crash

@@ -303,6 +303,7 @@ class RoundFacts:
     loop_lag_max_s: float  # worst delay of a 10 ms ticker on the event loop
     loop_late_share: float = 0.0  # the ticker's delays added up, over the round's wall time
     cpu_wait_pct: float = 0.0  # time the event loop's thread waited for a CPU / wall time, % of one core
+    fd_refused: int = 0  # requests not sent: the process was out of open files (ulimit -n)
 
 
 @dataclass
@@ -348,6 +349,7 @@ class LevelStats:
     ok_latency_p99_s: float
     ok_latency_max_s: float
     throttled: int  # attempts answered 429, or 503 with a Retry-After (retried ones too)
+    out_of_files: int  # requests the client could not send: it was out of open files (ulimit -n)
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -417,6 +419,8 @@ def summarize(
     lag = max(f.loop_lag_max_s for _, f in rounds)
     late = max(f.loop_late_share for _, f in rounds)
     waited = max(f.cpu_wait_pct for _, f in rounds)
+    # Requests the client could not even try (out of open files) make the level the client's.
+    out_of_files = sum(f.fd_refused for _, f in rounds)
     return LevelStats(
         experiment=experiment,
         level=level,
@@ -447,8 +451,8 @@ def summarize(
         goodput_max_rps=max(goodputs),
         client_cpu_pct=cpu,
         loop_lag_max_s=lag,
-        client_limited=target_alive and is_client_limited(level, requests // len(rounds), p50, efficiency, cpu, lag,
-                                                          late, waited),
+        client_limited=bool(out_of_files) or (target_alive and is_client_limited(
+            level, requests // len(rounds), p50, efficiency, cpu, lag, late, waited)),
         body_bytes=pooled.body_bytes,
         error_statuses=format_statuses(pooled.error_statuses),
         retry_after_refused=pooled.retry_after_refused,
@@ -458,6 +462,7 @@ def summarize(
         ok_latency_p99_s=ok.quantile(0.99),
         ok_latency_max_s=ok.max if ok.count else 0.0,
         throttled=pooled.throttled,
+        out_of_files=out_of_files,
     )
 
 
@@ -544,6 +549,12 @@ def warnings_for(row: LevelStats, min_success: float, step: str = "level") -> li
             f"{what}: every request failed to connect ({row.errors_connect:,}): the target went away "
             "or stopped accepting connections, so this level measured no server"
         )
+    elif getattr(row, "out_of_files", 0):
+        notes.append(
+            f"{what}: {row.out_of_files:,} of {row.requests:,} requests were not sent: this process ran out of "
+            "open files (each connection is one; raise the limit: ulimit -n), so the client, not the target, "
+            "was the limit"
+        )
     elif row.requests and row.errors_connect * 2 > row.requests:
         notes.append(
             f"{what}: {row.errors_connect:,} of {row.requests:,} requests could not connect or lost "
@@ -555,7 +566,7 @@ def warnings_for(row: LevelStats, min_success: float, step: str = "level") -> li
             f"{what}: {row.retry_after_refused:,} responses asked to be retried after longer than "
             "the time left of --timeout, so they were not retried (a longer --timeout honours them)"
         )
-    if row.client_limited:
+    if row.client_limited and not getattr(row, "out_of_files", 0):
         notes.append(
             f"{what}: the client was the limit (event loop up to {row.loop_lag_max_s * 1000:.0f} ms "
             f"late, behind {row.loop_late_share * 100:.0f} % of the time, CPU {row.client_cpu_pct:.0f} % of a core, L/level {row.efficiency:.2f}): "

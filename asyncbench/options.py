@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from asyncbench.errors import UsageError
+from asyncbench.redact import redact_url
 
 MAX_LEVEL = 100_000
 MAX_REQUESTS = 10_000_000
@@ -47,13 +48,22 @@ def check_range(option: str, value: float, low: float | None = None, high: float
         ok = value <= high
     if not ok:
         if low is not None and high is not None:
-            expected = f"{low:g} to {high:g}"
+            expected = f"{_show(low)} to {_show(high)}" if low_inclusive else f"more than {_show(low)}, at most {_show(high)}"
         elif low is not None:
-            expected = f"{'>=' if low_inclusive else '>'} {low:g}"
+            expected = f"{'>=' if low_inclusive else '>'} {_show(low)}"
         else:
-            expected = f"<= {high:g}"
-        raise UsageError(f"invalid {option} {value:g}: expected {expected}")
+            expected = f"<= {_show(high)}"
+        raise UsageError(f"invalid {option} {_show(value)}: expected {expected}")
     return value
+
+
+def _show(value: float | None) -> str:
+    """A value as the user would write it: whole numbers whole (1000000, not 1e+06)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int) or (math.isfinite(value) and value == int(value) and abs(value) < 1e15):
+        return str(int(value))
+    return repr(value) if math.isfinite(value) else str(value)
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -156,9 +166,12 @@ def check_target_url(url: str) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UsageError(f"invalid URL {url!r}: {exc}") from None
+        raise UsageError(f"invalid URL {redact_url(url)!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid URL {url!r}: expected http://HOST[:PORT]/PATH")
+        hint = ""
+        if "://" not in url:
+            hint = f" (did you mean {redact_url('http://' + url)!r}?)"
+        raise UsageError(f"invalid URL {redact_url(url)!r}: expected http://HOST[:PORT]/PATH{hint}")
     host = parts.hostname
     canonical = _legacy_ipv4(host)
     if canonical is not None:

@@ -259,8 +259,9 @@ def distribution_chart(run: Run, out_dir: Path, step: str = "level") -> Path | N
 def load_charts(run: Run, out_dir: Path, min_success: float | None, axis_label: str, step: str,
                 queue_wait: bool) -> list[Path]:
     """Every chart of a load sweep: throughput, latency, success, and the distribution."""
-    floor = min_success if min_success is not None else float(
-        run.meta.get("config", {}).get("min_success", 0.99))
+    setting = run.setting("min_success", 0.99)
+    floor = min_success if min_success is not None else (
+        float(setting) if isinstance(setting, (int, float)) and 0 <= setting <= 1 else 0.99)
     paths = [throughput_chart(run, out_dir, axis_label), latency_chart(run, out_dir, axis_label, queue_wait),
              success_chart(run, out_dir, floor, axis_label)]
     dist = distribution_chart(run, out_dir, step)
@@ -558,7 +559,7 @@ def find_chart(run: Run, out_dir: Path) -> Path:
                zorder=3, label="missed it")
     for i, (x, y) in enumerate(zip(df["level"], p99, strict=True), 1):
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="#444444")
-    slo = run.meta.get("config", {}).get("slo_p99_s")
+    slo = run.setting("slo_p99_s", None)
     if isinstance(slo, (int, float)):
         ax.axhline(slo * 1000, color=VERMILLION, linestyle="--", linewidth=1, label=f"--slo-p99 ({slo * 1000:g} ms)")
     result = run.meta.get("result")
@@ -570,7 +571,7 @@ def find_chart(run: Run, out_dir: Path) -> Path:
         ax.axvline(int(knee["level"]), color=BLUE, linestyle="--", linewidth=1.5,
                    label=f"recommended (the knee): {int(knee['level']):,}")
     ax.set_ylabel("p99 latency of successes (ms)")
-    mode = run.meta.get("config", {}).get("mode", "concurrency")
+    mode = run.setting("mode", "concurrency")
     _level_axis(ax, df["level"], "offered rate (requests per second)" if mode == "rate"
                 else "concurrency (requests in flight)")
     _log_y(ax)

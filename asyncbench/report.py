@@ -225,10 +225,8 @@ def level_table(
         table.add_column(header, justify="right")
     retried = any(retries_of(r) for r in rows)
     throttled = any(throttled_of(r) for r in rows)
-    if retried:
-        table.add_column("retries", justify="right")
-    if throttled:
-        table.add_column("thrott-\nled", justify="right")
+    if retried or throttled:
+        table.add_column("retry/\nthrottle", justify="right")
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
         is_sweet = sweet is not None and r.level == sweet.level
@@ -243,16 +241,15 @@ def level_table(
         if show_queue_wait:
             cells.append(fmt_ms(r.queue_wait_mean_s))
         cells += [_ok_ms(r, "p50"), _ok_ms(r, "p99"), fmt_pct(r.success_rate)]
-        if retried:
-            cells.append(f"{retries_of(r):,}")
-        if throttled:
-            cells.append(f"{throttled_of(r):,}")
+        if retried or throttled:
+            cells.append(f"{retries_of(r):,}/{throttled_of(r):,}")
         cells.append(errors_cell(r))
         style = "bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None)
         table.add_row(*cells, style=style)
     notes = ["ok p50, ok p99: successful requests only (W: every request)"]
-    if throttled:
-        notes.append("throttled: attempts answered 429, or 503 with Retry-After")
+    if retried or throttled:
+        notes.append("retry: attempts beyond each request's first; throttle: attempts answered 429, or 503 "
+                     "with Retry-After")
     if any(r.client_limited for r in rows):
         notes.append("! the client, not the server, was the limit at this level")
     table.caption = "; ".join(notes)
@@ -312,7 +309,8 @@ def verdict(
     throttled = throttle_note(sweet, what)
     if throttled is not None:
         line.append(f"\n{throttled}", style="yellow")
-    above = [r for r in rows if r.level > sweet.level and r.success_rate < min_success]
+    # A level the client could not make (out of open files, a saturated loop) is not the trap.
+    above = [r for r in rows if r.level > sweet.level and r.success_rate < min_success and not r.client_limited]
     if collapses and above:
         worst = min(above, key=lambda r: r.success_rate)
         line.append(

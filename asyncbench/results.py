@@ -8,6 +8,7 @@ Secrets never reach these files: header values and URL credentials are redacted 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -15,12 +16,16 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from asyncbench import __version__, signals
 from asyncbench.errors import AsyncbenchError, Interrupted, OutputError
 from asyncbench.options import check_readable_file
-from asyncbench.redact import redact_argv, redact_text, redact_url
+from asyncbench.redact import redact_argv, redact_known, redact_text, redact_url
+
+# Space set aside beside the results while a run writes them: released when a write fails, so
+# that a full disk still leaves room to mark the sidecar failed with its reason.
+RESERVE_BYTES = 64 * 1024
 
 
 def versions() -> dict[str, str]:
@@ -46,6 +51,47 @@ def _cell(value: Any) -> Any:
     return value
 
 
+class WholeLines:
+    """A file written a whole line (or row) at a time, unbuffered: what cannot be written whole
+    (a full disk) is cut back off, so a reader never finds half a row, and OutputError names
+    the file. Secrets the command line carries are masked."""
+
+    def __init__(self, path: Path, exclusive: bool = False) -> None:
+        self.path = path
+        try:
+            self._file = open(path, "xb" if exclusive else "wb", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise OutputError(f"cannot write results to {path.parent}: {exc.strerror or exc}") from None
+        self._size = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def write(self, text: str) -> None:
+        data = redact_known(text).encode("utf-8")
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._file.write(view):]
+        except OSError as exc:
+            try:
+                self._file.truncate(self._size)
+            except OSError:
+                pass
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._size += len(data)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _csv_line(cells: Iterable[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(cells)
+    return out.getvalue()
+
+
 class ResultsWriter:
     """Writes one run's files under `results_dir` with the stem `<experiment>-<YYYYmmdd-HHMMSS>`.
 
@@ -65,8 +111,8 @@ class ResultsWriter:
     ) -> None:
         self.columns = list(columns)
         self.metadata = dict(metadata)
-        self._csv_file: IO[str] | None = None
-        self._latency_file: IO[str] | None = None
+        self._csv_file: WholeLines | None = None
+        self._latency_file: WholeLines | None = None
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -79,6 +125,7 @@ class ResultsWriter:
             self.stem = f"{stem}-{n}"
         self.csv_path = results_dir / f"{self.stem}.csv"
         self.json_path = results_dir / f"{self.stem}.json"
+        self._reserve = results_dir / f".{self.stem}.reserve"
         self.latency_path = results_dir / f"{self.stem}-latency.csv" if latency_file else None
         self.metadata.update(
             stem=self.stem,
@@ -89,15 +136,12 @@ class ResultsWriter:
         )
         try:
             with signals.protected():
-                self._csv_file = self._create(self.csv_path)
-                self._csv = csv.writer(self._csv_file)
-                self._csv.writerow(self.columns)
-                self._flush(self._csv_file, self.csv_path)
+                self._set_aside()
+                self._csv_file = WholeLines(self.csv_path, exclusive=True)
+                self._csv_file.write(_csv_line(self.columns))
                 if self.latency_path is not None:
-                    self._latency_file = self._create(self.latency_path)
-                    self._latency = csv.writer(self._latency_file)
-                    self._latency.writerow(["level", "quantile", "latency_s"])
-                    self._flush(self._latency_file, self.latency_path)
+                    self._latency_file = WholeLines(self.latency_path, exclusive=True)
+                    self._latency_file.write(_csv_line(["level", "quantile", "latency_s"]))
                 self.write_metadata()
         except BaseException:
             # Nothing was measured yet: leave no empty files behind.
@@ -107,39 +151,42 @@ class ResultsWriter:
                     path.unlink(missing_ok=True)
             raise
 
-    @staticmethod
-    def _create(path: Path) -> IO[str]:
+    def _set_aside(self) -> None:
+        """Take RESERVE_BYTES of the disk now (allocated, not just claimed), for the last word."""
         try:
-            return open(path, "x", newline="", encoding="utf-8")
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise OutputError(f"cannot write results to {path.parent}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot write results to {self._reserve.parent}: {exc.strerror or exc}") from None
+        try:
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            except (OSError, AttributeError):
+                os.write(fd, b"\0" * RESERVE_BYTES)
+        except OSError:
+            self._release()  # not even that much room: nothing to set aside
+        finally:
+            os.close(fd)
 
-    @staticmethod
-    def _flush(f: IO[str], path: Path) -> None:
-        try:
-            f.flush()
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    def _release(self) -> None:
+        self._reserve.unlink(missing_ok=True)
 
     def write_row(self, row: dict[str, Any]) -> None:
         assert self._csv_file is not None
         with signals.protected():
-            self._csv.writerow([_cell(row[c]) for c in self.columns])
-            self._flush(self._csv_file, self.csv_path)
+            self._csv_file.write(_csv_line(_cell(row[c]) for c in self.columns))
 
     def write_quantiles(self, level: int, quantiles: Iterable[tuple[float, float]]) -> None:
         if self._latency_file is None or self.latency_path is None:
             return
         with signals.protected():
-            self._latency.writerows((level, f"{q:g}", f"{v:.6g}") for q, v in quantiles)
-            self._flush(self._latency_file, self.latency_path)
+            self._latency_file.write("".join(_csv_line((level, f"{q:g}", f"{v:.6g}")) for q, v in quantiles))
 
     def write_metadata(self, **updates: Any) -> None:
         """Merge `updates` into the sidecar and rewrite it atomically (never half-written)."""
         tmp = self.json_path.with_suffix(".json.tmp")
         with signals.protected():  # what is in memory and what is on disk change together
             self.metadata.update(updates)
-            text = json.dumps(self.metadata, indent=2, default=str) + "\n"
+            text = redact_known(json.dumps(self.metadata, indent=2, default=str)) + "\n"
             try:
                 tmp.write_text(text, encoding="utf-8")
                 os.replace(tmp, self.json_path)
@@ -154,8 +201,10 @@ class ResultsWriter:
                     f.close()
                 except OSError:
                     pass  # a flush that failed has been reported already
+        self._release()
 
     def _mark_interrupted(self) -> None:
+        self._release()
         if self.metadata.get("status") == "running":
             self.write_metadata(status="interrupted", finished_at=datetime.now().isoformat(timespec="seconds"))
 
@@ -168,6 +217,7 @@ class ResultsWriter:
         self._hard_exit.__exit__(None, None, None)
         try:
             if exc is not None and self.metadata.get("status") == "running":
+                self._release()  # a full disk: the room set aside is for this
                 now = datetime.now().isoformat(timespec="seconds")
                 if isinstance(exc, KeyboardInterrupt | Interrupted):
                     self.write_metadata(status="interrupted", finished_at=now)
@@ -265,6 +315,7 @@ def read_run(csv_path: Path, schemas: Mapping[str, Schema]) -> Run:
         frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="raise")
     except (ValueError, TypeError):
         raise OutputError(f"{csv_path}: non-numeric values in its measurements") from None
+    _check_finite(csv_path, frame, numeric)
     if schema.sort_by:
         frame = frame.sort_values(list(schema.sort_by)).reset_index(drop=True)
     latency = None
@@ -280,6 +331,25 @@ def read_run(csv_path: Path, schemas: Mapping[str, Schema]) -> Run:
     return Run(csv_path, frame, latency, meta)
 
 
+def _check_finite(csv_path: Path, frame: Any, required: list[str]) -> None:
+    """Measurements are finite numbers, and a level a whole one: `nan`, `inf` or a level of
+    1e309 is not something asyncbench wrote, and no chart or comparison can be drawn from it."""
+    import numpy as np
+
+    numbers = frame.select_dtypes(include="number")
+    for column in numbers.columns:
+        values = numbers[column].to_numpy(dtype=float)
+        bad = ~np.isfinite(values) if column in required else np.isinf(values)
+        if bad.any():
+            raise OutputError(f"{csv_path}: not an asyncbench result ({column} = {values[bad][0]!r} in row "
+                              f"{int(np.flatnonzero(bad)[0]) + 1})")
+    if "level" in frame.columns:
+        levels = frame["level"].to_numpy(dtype=float)
+        odd = (levels != np.round(levels)) | (np.abs(levels) > 1e12)
+        if odd.any():
+            raise OutputError(f"{csv_path}: not an asyncbench result (level = {levels[odd][0]!r})")
+
+
 def _read_sidecar(json_path: Path) -> dict[str, Any]:
     """The run's JSON sidecar, or {} when there is none or it is not readable JSON."""
     if not json_path.exists():
@@ -289,7 +359,42 @@ def _read_sidecar(json_path: Path) -> dict[str, Any]:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return meta if isinstance(meta, dict) else {}
+    return _sane(meta) if isinstance(meta, dict) else {}
+
+
+# The shape each field of a sidecar that charts, reports and comparisons read must have; a field
+# of another shape (a hand-edited or foreign file) is dropped, so that what reads it never
+# meets a string where it counts on a number.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "server": dict, "rounds": dict, "sweet_spot": dict, "result": dict, "recommended": dict,
+    "usl": dict, "scale": dict, "versions": dict, "host": dict, "target_gone": dict,
+    "warnings": list, "thresholds": list, "shards": list, "summary": list, "impact": list, "command": list,
+}
+
+
+def _sane(meta: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in meta.items()
+           if k not in _FIELD_TYPES or v is None or isinstance(v, _FIELD_TYPES[k])}
+    rounds = out.get("rounds")
+    if isinstance(rounds, dict):
+        out["rounds"] = {str(k): [r for r in v if isinstance(r, dict)] for k, v in rounds.items() if isinstance(v, list)}
+    server = out.get("server")
+    if isinstance(server, dict) and not all(_is_number(server.get(k)) for k in ("capacity", "queue", "latency")):
+        out.pop("server")
+    for key in ("sweet_spot", "result", "recommended"):
+        value = out.get(key)
+        if isinstance(value, dict) and not _is_number(value.get("level")):
+            out.pop(key)
+    for key in ("impact", "summary", "shards", "thresholds"):
+        if isinstance(out.get(key), list) and not all(isinstance(x, dict) for x in out[key]):
+            out.pop(key)
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def find_runs(results_dir: Path, schemas: Mapping[str, Schema]) -> tuple[list[Run], list[str]]:

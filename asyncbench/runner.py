@@ -583,6 +583,17 @@ class ThreadsPlan(_PlanDefaults):
                 shown += [report.impact_table(ways, f"{self.impact:,} concurrent GETs, three ways"),
                           Text(metadata["impact_verdict"], style="bold")]
             refused = [w for w in ways if w.failures]
+            starved = [w for w in refused if impact.OUT_OF_FILES in w.errors]
+            if starved:
+                import resource
+
+                limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                shown.append(Text(
+                    "warning: this machine, not the target, failed some: " + "; ".join(
+                        f"{w.way} {w.errors}" for w in starved)
+                    + f" — {self.impact:,} requests at once need as many open files, and the limit (ulimit -n) "
+                    f"is {limit:,}: raise it to compare the three ways", style="yellow"))
+                refused = [w for w in refused if w not in starved]
             if refused:
                 shown.append(Text(
                     "warning: the target refused or failed some: " + "; ".join(
@@ -630,8 +641,15 @@ def _plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
         newest[run.experiment] = run
         by_experiment.setdefault(run.experiment, []).append(run)
     written: list[Path] = []
-    for name, run in newest.items():
-        written += run_charts(run, out)
+    for name, run in list(newest.items()):
+        try:
+            written += run_charts(run, out)
+        except (KeyError, TypeError, ValueError) as exc:
+            # A file asyncbench did not write as it is (hand-edited, foreign): said, and skipped.
+            print(f"asyncbench: warning: skipped {run.csv_path}: its figures cannot be charted ({exc})",
+                  file=sys.stderr)
+            del newest[name]
+            continue
         experiment = experiments[name]
         if all_runs and experiment.load_sweep and len(by_experiment[name]) > 1:
             written += overlay_charts(by_experiment[name], out, experiment.axis_label)
@@ -642,6 +660,8 @@ def _plot_folder(results_dir: Path, out: Path, all_runs: bool) -> None:
         name = f"{trap_run.experiment}-vs-{sem_run.experiment}-{sem_run.stem.removeprefix(sem_run.experiment + '-')}"
         written.append(comparison_chart(trap_run, sem_run, out, name))
         console.print(report.comparison_table(trap_run.frame, sem_run.frame))
+    if not newest:
+        raise OutputError(f"nothing in {str(results_dir)!r} could be charted")
     used = ", ".join(f"{r.stem}" for r in newest.values())
     overlaid = sum(len(runs) for name, runs in by_experiment.items() if experiments[name].load_sweep)
     console.print(f"charted {used}" + (f" and overlaid {overlaid} load runs" if all_runs else ""))

@@ -67,9 +67,14 @@ def check_output_dir(path: Path, option: str) -> None:
 
 
 def check_output_file(path: Path, option: str) -> None:
-    """Fail before running anything when a file named by the user cannot be written."""
+    """Fail before running anything when a file named by the user cannot be written: it must be
+    a regular file or not yet exist (a symbolic link is followed to what it names). A FIFO or a
+    device is refused, never opened nor replaced: writing a report "to" /dev/full must not
+    destroy the device."""
     if path.is_dir():
         raise OutputError(f"cannot write {option} {str(path)!r}: it is a directory")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"cannot write {option} {str(path)!r}: not a regular file (a FIFO, socket or device)")
     folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"cannot write {option} {str(path)!r}: no folder {str(folder)!r}")

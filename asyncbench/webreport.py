@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import struct
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncbench import __version__
-from asyncbench.redact import redact_text
+from asyncbench.redact import redact_known, redact_text
 from asyncbench.results import Run
 
 _STYLE = """
@@ -101,7 +102,11 @@ def render(runs: Sequence[Run], folder: Path, comparison: tuple[Run, Run] | None
             body += _comparison(*comparison, charts_dir)
         for run in runs:
             drawn = (charts or {}).get(run.stem)
-            body += _section(run, experiments[run.experiment], charts_dir / run.stem, drawn)
+            try:
+                body += _section(run, experiments[run.experiment], charts_dir / run.stem, drawn)
+            except (KeyError, TypeError, ValueError) as exc:
+                # A file asyncbench did not write as it is (hand-edited, foreign): said, and skipped.
+                body.append(_list("warnings", [f"skipped {run.csv_path}: it cannot be reported ({exc})"]))
     return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
             f"<title>asyncbench report — {_e(', '.join(dict.fromkeys(r.experiment for r in runs)))}</title>\n"
@@ -289,12 +294,17 @@ def _code(text: str) -> str:
 
 
 def write(path: Path, page: str) -> None:
-    """Write the page whole (a temporary file renamed), so a reader never sees half of it."""
+    """Write the page whole (a temporary file renamed), so a reader never sees half of it. A
+    symbolic link is written through — the file it names is replaced, the link stays — and
+    anything but a regular file (a FIFO, a device) is refused."""
     from asyncbench.errors import OutputError
 
+    path = Path(os.path.realpath(path))  # the link's target: the link itself is never replaced
+    if path.exists() and not path.is_file():
+        raise OutputError(f"cannot write report {path}: not a regular file (a FIFO, socket or device)")
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(page, encoding="utf-8")
+        tmp.write_text(redact_known(page), encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import read_csv, result_files, run_cli
+from conftest import http_response, read_csv, result_files, run_cli
 
 
 def test_a_trap_that_collapses_fails_its_threshold_naming_the_level(start_server, tmp_path):
@@ -168,3 +168,124 @@ def test_find_by_rate(start_server, tmp_path):
     meta = json.loads(result_files(tmp_path / "r", "find")[1].read_text())
     assert 32 <= meta["result"]["level"] <= 64
     assert "offered_rps" in read_csv(result_files(tmp_path / "r", "find")[0])[0]
+
+
+# --- answers that hold ------------------------------------------------------------------------
+
+
+def test_the_usl_judges_its_own_fit():
+    from asyncbench import usl
+
+    levels = [1, 2, 4, 8, 16, 32, 64, 128]
+    goodput = [100 * n / (1 + 0.05 * (n - 1) + 0.001 * n * (n - 1)) for n in levels]
+    fit = usl.judge(usl.fit(levels, goodput), len(levels), max(goodput), max(levels))
+    assert fit.reliable and fit.reason == "" and "not reliable" not in fit.describe()
+    # Four levels for three parameters: fitted, and said to be no evidence.
+    few = usl.judge(usl.fit(levels[:4], goodput[:4]), 4, max(goodput[:4]), 8)
+    assert not few.reliable and "4 levels for 3 parameters (it needs 5)" in few.reason
+    assert "not reliable: 4 levels" in few.describe() and "no curve drawn" in few.describe()
+    # A peak 30 % above what the sweep measured, at a concurrency it went beyond: contradicted.
+    contradicted = usl.judge(usl.fit(levels, goodput), len(levels), max(goodput) / 1.3, max(levels))
+    assert not contradicted.reliable and "but the sweep measured beyond that" in contradicted.reason
+    again = usl.UslFit.from_dict(contradicted.to_dict())
+    assert again is not None and not again.reliable and again.reason == contradicted.reason
+    assert usl.UslFit.from_dict({"lambda_rps": "x"}) is None
+
+
+def test_a_trap_of_four_levels_fits_no_peak_it_cannot_know(tmp_path):
+    # Level 1,000 sheds: the fit keeps 1, 10, 100 — too few — and says so instead of a peak.
+    out = run_cli("trap", "--levels", "1,10,100,1000", "--cooldown", "0", "--results-dir", str(tmp_path / "r"),
+                  "--plots-dir", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    meta = json.loads(result_files(tmp_path / "r", "trap")[1].read_text())
+    assert meta["usl"]["reliable"] is False and meta["usl"]["reason"]
+    assert "predicted peak" not in out.stdout
+    assert "USL: not fitted" in out.stdout or "not reliable" in out.stdout
+
+
+def test_a_rate_sweep_fits_the_usl_to_the_concurrency_it_measured(start_server, tmp_path):
+    # 50 ms a request, room for all: X = N / 50 ms, so λ, the rate of one in flight, is ~20 req/s
+    # (fitting the offered rate as if it were concurrency gave "λ 1.26 req/s").
+    url = start_server(latency=0.05, capacity=1000, queue=0)
+    out = run_cli("rate", url, "--rates", "40,80,120,160,200", "--duration", "1", "--cooldown", "0", "--no-plot",
+                  "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    fit = json.loads(result_files(tmp_path / "r", "rate")[1].read_text())["usl"]
+    assert fit["concurrency"] == "concurrency measured (L = λW)" and fit["levels_used"] == 5
+    assert 15 <= fit["lambda_rps"] <= 21
+
+
+def test_throttling_is_counted_shown_and_explained(start_server, tmp_path):
+    # 200 requests a second with a second's burst: a short level of 400 rides the burst.
+    url = start_server(latency=0.05, capacity=100, queue=400, rate_limit=200)
+    out = run_cli("semaphore", url, "--limits", "5,20,50", "--requests", "400", "--retries", "3", "--cooldown", "0",
+                  "--no-plot", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    rows = {int(r["level"]): r for r in read_csv(result_files(tmp_path / "r", "semaphore")[0])}
+    throttled = {level: int(r["throttled"]) for level, r in rows.items()}
+    assert throttled[50] > 0  # every 429 counted, the retried ones too
+    for r in rows.values():
+        assert int(r["attempts"]) - int(r["requests"]) == int(r["throttled"])  # each retry was for a 429
+    said = " ".join(out.stdout.split())
+    assert "retry/" in said and "throttle" in said and f"{throttled[50]}/{throttled[50]}" in said
+    meta = json.loads(result_files(tmp_path / "r", "semaphore")[1].read_text())
+    spot = meta["sweet_spot"]
+    if spot["throttled"]:
+        assert f"limit {spot['level']} was throttled" in said and "burst allowance" in said
+
+
+def test_the_same_sweep_gives_the_same_answer_three_times(start_server, tmp_path):
+    # 20 served at once for 50 ms: limits 20 and 40 both reach the server's 400 req/s, 40 only
+    # by queueing. The knee, 20, must not flip to 40 on noise.
+    url = start_server(latency=0.05, capacity=20, queue=1000)
+    answers = []
+    for i in range(3):
+        out = run_cli("semaphore", url, "--limits", "5,10,20,40,80", "--requests", "400", "--cooldown", "0",
+                      "--no-plot", "--results-dir", str(tmp_path / str(i)))
+        assert out.returncode == 0, out.stderr
+        answers.append(json.loads(result_files(tmp_path / str(i), "semaphore")[1].read_text())["sweet_spot"]["level"])
+    assert answers == [20, 20, 20]
+
+
+def test_find_recommends_the_knee_below_the_cliff_edge(start_server, tmp_path):
+    # 20 served at once for 50 ms: goodput tops out at 400 req/s from 20 in flight, while p99 only
+    # crosses 300 ms near 120: the most within the objective is far above the knee.
+    url = start_server(latency=0.05, capacity=20, queue=1000)
+    out = run_cli("find", url, "--slo-p99", "0.3", "--probe-duration", "0.5", "--cooldown", "0", "--max", "256",
+                  "--results-dir", str(tmp_path / "r"), "--plots-dir", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    meta = json.loads(result_files(tmp_path / "r", "find")[1].read_text())
+    knee, most = meta["recommended"]["level"], meta["result"]["level"]
+    assert 16 < knee <= 32 < 64 <= most
+    assert meta["recommended"]["latency_p99_s"] < meta["result"]["latency_p99_s"]
+    said = " ".join(out.stdout.split())
+    assert f"recommended: {knee} in flight" in said and f"the objective holds up to {most} in flight" in said
+    probes = [int(p["level"]) for p in read_csv(result_files(tmp_path / "r", "find")[0])]
+    below = [lv for lv in probes if lv < knee]
+    assert knee <= max(below) * 1.1 or knee - max(below) <= 1  # the knee found to 10 %
+
+
+def test_a_probe_of_a_silent_target_ends_within_its_duration_and_one_timeout(raw_server, tmp_path):
+    import threading
+
+    hold = threading.Event()
+
+    def answer_once(n, head, sock) -> bool:  # the pre-flight is answered, then nothing ever is
+        if n == 0:
+            sock.sendall(http_response(200))
+            return True
+        hold.wait(60)
+        return False
+
+    server = raw_server(answer_once)
+    try:
+        out = run_cli("find", server.url, "--slo-p99", "1", "--probe-duration", "0.5", "--timeout", "1",
+                      "--cooldown", "0", "--no-plot", "--results-dir", str(tmp_path / "r"))
+    finally:
+        hold.set()
+    assert out.returncode == 3, out.stderr
+    [probe] = read_csv(result_files(tmp_path / "r", "find")[0])
+    assert probe["errors_timeout"] == "1"
+    # One request timed out; the old probe sent 20 one after another, each waiting its 1 s.
+    assert server.requests == 1 + 1
+    assert "at most ~" in out.stdout  # the bound said before it started counts the timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import http_response, read_csv, result_files, run_cli, server_stats, wait_for_line
+from conftest import free_port, http_response, read_csv, result_files, run_cli, server_stats, wait_for_line
 
 
 def _popen(*args: str) -> subprocess.Popen[str]:
@@ -54,6 +55,102 @@ def test_a_request_body_file_is_capped(tmp_path):
     assert "65.0 MiB, more than the 64 MiB allowed" in out.stderr
 
 
+@pytest.mark.parametrize("target", ["/dev/full", "/dev/null", "{fifo}"])
+def test_a_report_onto_a_device_or_a_fifo_is_refused_and_leaves_it_as_it_was(target, tmp_path):
+    results = tmp_path / "r"
+    assert run_cli("trap", "--levels", "1", "--cooldown", "0", "--no-plot", "--results-dir", str(results)).returncode == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = target.replace("{fifo}", str(fifo))
+    before = os.stat(target)
+    out = run_cli("report", str(results), "-o", target, timeout=60)
+    assert out.returncode == 1 and "not a regular file" in out.stderr, out.stderr
+    after = os.stat(target)
+    assert (after.st_mode, after.st_rdev, after.st_ino) == (before.st_mode, before.st_rdev, before.st_ino)
+    out = run_cli("pipeline", "--generate-mb", "0.01", "--output", target, "--results-dir", str(tmp_path / "p"),
+                  timeout=60)
+    assert out.returncode == 1 and "not a regular file" in out.stderr
+
+
+def test_a_report_through_a_symlink_writes_the_file_it_names(tmp_path):
+    results = tmp_path / "r"
+    assert run_cli("trap", "--levels", "1", "--cooldown", "0", "--no-plot", "--results-dir", str(results)).returncode == 0
+    real = tmp_path / "real.html"
+    real.write_text("old")
+    link = tmp_path / "link.html"
+    link.symlink_to(real)
+    out = run_cli("report", str(results), "-o", str(link))
+    assert out.returncode == 0, out.stderr
+    assert link.is_symlink() and "<!DOCTYPE html>" in real.read_text()
+
+
+def test_a_run_in_which_every_request_failed_gets_its_report(start_server, tmp_path):
+    url = start_server(latency=0.0)
+    out = run_cli("trap", url + "/status/500", "--levels", "1,3", "--cooldown", "0", "--report", "--no-plot",
+                  "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    [page] = (tmp_path / "r").glob("trap-*.html")
+    assert "every request failed: 4 × HTTP 500" in page.read_text()
+    out = run_cli("report", str(tmp_path / "r"), "-o", str(tmp_path / "again.html"))
+    assert out.returncode == 0 and "internal error" not in out.stderr, out.stderr
+
+
+def test_secrets_are_masked_wherever_they_would_show(raw_server, tmp_path):
+    key = "k3y-7f9a-SECRET"
+
+    def echo(n, head, sock) -> bool:  # a 401 that quotes the request's headers back
+        sock.sendall(http_response(401, b"unauthorized: " + head))
+        return True
+
+    server = raw_server(echo)
+    out = run_cli("trap", server.url, "--levels", "1", "--cooldown", "0", "-H", f"X-Api-Key: {key}",
+                  "--results-dir", str(tmp_path / "r"), "--report", "--no-plot")
+    assert out.returncode == 0, out.stderr
+    assert "unauthorized" in out.stderr  # the warning quotes the body...
+    assert key not in out.stdout + out.stderr  # ...without the key it echoed
+    for path in (tmp_path / "r").iterdir():
+        assert key not in path.read_text(errors="replace"), path
+    for args in (["trap", "http://bob:S3CRET-pw@[::1:zz]/"], ["trap", "bob:S3CRET-pw@host:8080"],
+                 ["trap", "http://bob:S3CRET-pw@[::1/"], ["trap", "--cluster", "tcp://bob:S3CRET-pw@127.0.0.1:1"]):
+        out = run_cli(*args, "--results-dir", str(tmp_path / "x"))
+        assert out.returncode == 2, out.stderr
+        assert "S3CRET-pw" not in out.stdout + out.stderr and "internal error" not in out.stderr
+
+
+def test_bad_values_are_echoed_as_typed(tmp_path):
+    out = run_cli("trap", "--processes", "1000000")
+    assert out.returncode == 2 and "invalid --processes 1000000: expected 1 to 256" in out.stderr
+    out = run_cli("rate", "--duration", "0")
+    assert out.returncode == 2 and "invalid --duration 0: expected more than 0, at most 3600" in out.stderr
+    out = run_cli("trap", "localhost:8080")
+    assert out.returncode == 2 and "did you mean 'http://localhost:8080'?" in out.stderr
+    out = run_cli("trap", f"http://127.0.0.1:{free_port()}/", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 1 and "is unreachable" in out.stderr and "ssl:" not in out.stderr
+    out = run_cli("trap", "--help")
+    assert "asyncbench[cluster]" in " ".join(out.stdout.split())
+
+
+def test_the_open_file_limit_fails_requests_not_the_run(tmp_path):
+    # 256 files: the fast engine keeps 64 for asyncbench's own; level 1,000 is short of the rest.
+    out = subprocess.run(["bash", "-c", f"ulimit -n 256 && {sys.executable} -m asyncbench trap --levels 10,1000 "
+                          f"--cooldown 0 --results-dir {tmp_path / 'r'} --plots-dir {tmp_path / 'p'}"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "100"})
+    assert out.returncode == 0, out.stderr
+    rows = {int(r["level"]): r for r in read_csv(result_files(tmp_path / "r", "trap")[0])}
+    assert rows[10]["success_rate"] == "1"
+    assert int(rows[1000]["out_of_files"]) > 0 and rows[1000]["client_limited"] == "true"
+    flat = " ".join(out.stdout.split())
+    assert "this process ran out of open files" in flat and "the trap springs" not in flat
+    assert json.loads(result_files(tmp_path / "r", "trap")[1].read_text())["status"] == "complete"
+    assert list((tmp_path / "p").glob("*.png"))
+    out = subprocess.run(["bash", "-c", f"ulimit -n 256 && {sys.executable} -m asyncbench threads --tasks 2 --sleep 0.01 "
+                          f"--impact 400 --no-plot --results-dir {tmp_path / 't'}"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "100"})
+    assert out.returncode == 0, out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "this machine, not the target, failed some" in flat and "ulimit -n" in flat
+
+
 def test_a_results_csv_that_links_to_a_device_is_skipped_not_read(tmp_path):
     results = tmp_path / "r"
     out = run_cli("trap", "--levels", "1", "--cooldown", "0", "--no-plot", "--results-dir", str(results))
@@ -92,15 +189,30 @@ def test_pipeline_output_on_a_directory_exits_1_before_running(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_pipeline_output_on_a_full_device_fails_with_the_reason(tmp_path):
-    results = tmp_path / "r"
-    out = run_cli("pipeline", "--generate-mb", "0.05", "--output", "/dev/full", "--no-plot",
-                  "--results-dir", str(results))
-    assert out.returncode == 1
-    assert "cannot write /dev/full: No space left on device" in out.stderr
-    assert "internal error" not in out.stderr
-    [meta] = _sidecars(results)
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a filesystem of 160 KiB (a tmpfs mounted for the test): a disk that fills."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a small filesystem needs root to mount a tmpfs (CI runs as root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_marks_the_sidecar_failed_and_leaves_no_half_line(small_disk):
+    out = run_cli("pipeline", "--generate-mb", "1", "--no-plot", "--results-dir", str(small_disk))
+    assert out.returncode == 1, out.stderr
+    assert "No space left on device" in out.stderr and "internal error" not in out.stderr
+    [meta] = _sidecars(small_disk)
     assert meta["status"] == "failed" and "No space left" in meta["reason"]
+    [jsonl] = small_disk.glob("*.jsonl")
+    text = jsonl.read_text()
+    assert text.endswith("\n") and [json.loads(line) for line in text.splitlines()]  # every line whole
+    assert not [p for p in small_disk.iterdir() if p.name.endswith((".tmp", ".reserve"))]
 
 
 def test_results_on_a_full_disk_exit_1_and_leave_no_empty_files(tmp_path):

@@ -27,13 +27,14 @@ def _level(experiment: str, level: int, ok: int, shed: int, latency: float) -> t
     return summarize(experiment, level, [(rec, RoundFacts(50.0, 20.0, 0.001))]), latency_quantiles([rec])
 
 
-def write_run(folder: Path, experiment: str, stamp: str, shape: dict[int, tuple[int, int, float]]) -> Path:
+def write_run(folder: Path, experiment: str, stamp: str, shape: dict[int, tuple[int, int, float]],
+              server: dict | None = None) -> Path:
     """A results set as the experiments write it, from hand-picked outcomes per level."""
     from datetime import datetime
 
     started = datetime.strptime(stamp, "%Y%m%d-%H%M%S")
     meta = {"experiment": experiment, "target_kind": "embedded", "target": "http://127.0.0.1:1/",
-            "server": {"capacity": 100, "queue": 400, "latency": 0.05}, "config": {"min_success": 0.99}}
+            "server": server or {"capacity": 100, "queue": 400, "latency": 0.05}, "config": {"min_success": 0.99}}
     with ResultsWriter(folder, experiment, LevelStats.columns(), meta, started, latency_file=True) as w:
         rows = []
         for level, (ok, shed, latency) in shape.items():
@@ -286,3 +287,54 @@ def test_comparison_without_the_same_requests_says_what_it_compares(tmp_path):
     flat = " ".join(out.stdout.split())
     assert "trap level N (N requests at once) vs semaphore limit N (500 requests)" in flat
     assert "give semaphore --requests equal to a trap level" in flat
+
+
+def test_trap_and_semaphore_are_compared_only_when_they_loaded_the_same_thing(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "trap", "20260101-120000", TRAP)
+    write_run(results, "semaphore", "20260101-120100", SEM, server={"capacity": 100, "queue": 400, "latency": 0.02})
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"))
+    assert out.returncode == 0, out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "are not compared: they loaded different things (server latency: 0.05 vs 0.02)" in flat
+    assert "the same 1,000 requests" not in flat and not list((tmp_path / "p").glob("*comparison*"))
+    page = tmp_path / "report.html"
+    out = run_cli("report", str(results), "-o", str(page))
+    assert out.returncode == 0, out.stderr
+    text = page.read_text()
+    assert "not compared" in text and "the trap against the semaphore" not in text.lower().split("</nav>")[0]
+
+
+@pytest.mark.parametrize(("column", "value"), [("goodput_rps", "nan"), ("latency_p99_s", "inf"), ("level", "1e309")])
+def test_values_asyncbench_never_writes_are_refused_by_name(column, value, tmp_path):
+    results = tmp_path / "results"
+    path = write_run(results, "semaphore", "20260101-120100", SEM)
+    good = tmp_path / "good"
+    write_run(good, "semaphore", "20260101-120100", SEM)
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index(column)] = value
+    path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"))
+    assert out.returncode == 1 and f"({column} = " in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("report", str(results), "-o", str(tmp_path / "r.html"))
+    assert out.returncode == 1 and f"({column} = " in out.stderr
+    [base] = good.glob("semaphore-*[0-9].csv")
+    out = run_cli("compare", str(base), str(path), "--fail-on-regression", "--no-plot")
+    assert out.returncode == 2 and f"({column} = " in out.stderr and "internal error" not in out.stderr
+
+
+def test_a_sidecar_of_the_wrong_shape_is_read_for_what_it_holds(tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    path = write_run(results, "semaphore", "20260101-120100", SEM)
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta.update(rounds=7, usl="good", sweet_spot={"level": "x"}, server=[1], config="c")
+    sidecar.write_text(json.dumps(meta))
+    out = run_cli("compare", str(path), str(path), "--no-plot")
+    assert out.returncode == 0 and "no change" in out.stdout, out.stderr
+    out = run_cli("plot", str(results), "--out", str(tmp_path / "p"))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr

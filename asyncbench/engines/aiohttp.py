@@ -23,6 +23,7 @@ class AiohttpEngine:
         self.client = AsyncHttpClient(max_concurrency=concurrency if bounded else None, timeout=timeout,
                                       retries=retries, keep_body=False, verify_tls=not insecure)
         self.in_flight = 0
+        self.refused_locally = 0  # aiohttp says no such thing: its failures are the server's or the OS's
         self._tasks: set[asyncio.Task[None]] = set()
         self._drained: asyncio.Future[None] | None = None
 

@@ -16,6 +16,7 @@ class Engine(Protocol):
     """
 
     name: str
+    refused_locally: int  # connections not even tried because the process is out of open files
 
     async def __aenter__(self) -> Engine: ...
 

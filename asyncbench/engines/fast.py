@@ -11,6 +11,7 @@ timeout) is opened again by the next request of its slot.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 import time
 from collections.abc import Callable
@@ -29,6 +30,22 @@ _perf = time.perf_counter
 # buffers and the aiohttp engine (engines/aiohttp.py) allow: past it, an answer whose headers
 # never end would hold memory without bound.
 MAX_HEAD_BYTES = 64 * 1024
+# Open files kept for asyncbench itself (results, charts, its pipes and libraries) under the
+# open-file limit: connections past the rest fail as `connect`, not the run's own files.
+RESERVED_FDS = 64
+
+
+class _Sockets:
+    """How many of this process's connections are open, against how many it may have."""
+
+    open = 0
+
+    @staticmethod
+    def budget() -> int:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (1 << 30) if soft == resource.RLIM_INFINITY else max(1, soft - RESERVED_FDS)
 
 
 def build_request(url: str, method: str, headers: dict[str, str], body: bytes | None) -> bytes:
@@ -154,6 +171,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        _Sockets.open -= 1
         if self.on_done is None:
             return
         head = _Head(b"".join(self.chunks))
@@ -313,6 +331,8 @@ class FastEngine:
 
     async def __aenter__(self) -> FastEngine:
         self._loop = asyncio.get_running_loop()
+        self._budget = _Sockets.budget()
+        self.refused_locally = 0  # connections not even tried: past the open-file limit
         self._sweeper = self._loop.create_task(self._sweep())
         return self
 
@@ -324,6 +344,9 @@ class FastEngine:
             if conn is not None:
                 conn.close()
         self.slots = [None] * len(self.slots)
+        # A transport closes its socket on the loop's next turn: let it, so the descriptors are
+        # free before the results are written.
+        await asyncio.sleep(0)
 
     async def _sweep(self) -> None:
         """Time out the requests past their deadline. One sweep over the slots every few ms costs
@@ -494,6 +517,19 @@ class FastEngine:
     async def _connect(self, time_left: float) -> _Connection:
         loop = self._loop
         assert loop is not None
+        if _Sockets.open >= self._budget:
+            self.refused_locally += 1
+            raise OSError(errno.EMFILE, f"too many open files: the open-file limit (ulimit -n) leaves "
+                                        f"{self._budget:,} connections, {RESERVED_FDS} more being kept for "
+                                        "asyncbench's own files")
+        _Sockets.open += 1  # counted from the attempt: the socket exists before it connects
+        try:
+            return await self._open_connection(loop, time_left)
+        except BaseException:
+            _Sockets.open -= 1
+            raise
+
+    async def _open_connection(self, loop: asyncio.AbstractEventLoop, time_left: float) -> _Connection:
         async with asyncio.timeout(time_left):
             _, conn = await loop.create_connection(
                 _HeadConnection if self.head else _Connection, self.host, self.port, ssl=self.ssl,

@@ -16,6 +16,7 @@ A sampler thread counts the threads alive and the resident memory every millisec
 from __future__ import annotations
 
 import asyncio
+import errno
 import multiprocessing
 import os
 import signal
@@ -82,6 +83,18 @@ def _threads_and_rss() -> tuple[int, int]:
         return threading.active_count(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+# A failure that is this machine's, not the target's: the process had no file left for a socket.
+OUT_OF_FILES = "out of open files"
+
+
+def _out_of_files(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+            return True
+        exc = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
+    return False
+
+
 def _blocking_get(url: str, timeout: float) -> str | None:
     """One GET with the standard library, on the calling thread: None when it succeeded, else
     what went wrong."""
@@ -92,19 +105,23 @@ def _blocking_get(url: str, timeout: float) -> str | None:
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
     except (urllib.error.URLError, ConnectionError) as exc:
+        if _out_of_files(exc):
+            return OUT_OF_FILES
         reason = getattr(exc, "reason", exc)
         return "timeout" if isinstance(reason, TimeoutError) else "connect"
     except TimeoutError:
         return "timeout"
-    except OSError:
-        return "other"
+    except OSError as exc:
+        return OUT_OF_FILES if _out_of_files(exc) else "other"
 
 
 def _asyncio_way(url: str, n: int, timeout: float) -> list[str | None]:
     async def main() -> list[str | None]:
         async with AsyncHttpClient(max_concurrency=None, timeout=timeout, keep_body=False) as client:
             results = await asyncio.gather(*(client.fetch(url) for _ in range(n)))
-        return [None if r.ok else (f"HTTP {r.status}" if r.status else (r.error or "other")) for r in results]
+        return [None if r.ok else (f"HTTP {r.status}" if r.status else
+                                   OUT_OF_FILES if "Too many open files" in (r.detail or "") else (r.error or "other"))
+                for r in results]
 
     return asyncio.run(main())
 

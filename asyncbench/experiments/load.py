@@ -113,6 +113,7 @@ async def run_round(
         loop_lag_max_s=lag.max_lag,
         loop_late_share=lag.total_lag / wall if wall > 0 else 0.0,
         cpu_wait_pct=100.0 * (cpu_wait_seconds() - wait0) / wall if wall > 0 else 0.0,
+        fd_refused=engine.refused_locally,
     )
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from asyncbench.client import AsyncHttpClient, FetchResult
-from asyncbench.errors import OutputError
 from asyncbench.experiments.descriptor import Experiment, StepEvents
 from asyncbench.metrics import LatencyHistogram, fmt_mb
+from asyncbench.results import WholeLines
 from asyncbench.system import PeakRss
 
 
@@ -184,21 +184,11 @@ def _jsonl_line(ident: int, result: FetchResult) -> str:
 
 
 @contextmanager
-def _closing_quietly(sink: IO[str]) -> Iterator[IO[str]]:
-    """Close `sink` at the end; a close that fails (the flush of a full disk) after an error has
-    been raised must not replace that error."""
+def _closing(sink: WholeLines) -> Iterator[WholeLines]:
     try:
         yield sink
-    except BaseException:
-        try:
-            sink.close()
-        except OSError:
-            pass
-        raise
-    try:
+    finally:
         sink.close()
-    except OSError as exc:
-        raise OutputError(f"cannot write {sink.name}: {exc.strerror or exc}") from None
 
 
 async def run_pair(
@@ -215,11 +205,9 @@ async def run_pair(
     latency = LatencyHistogram()
     successes = attempts = n_batches = 0
     started = _perf()
-    try:
-        sink = open(output, "w", encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
-    with open(source, "rb") as stream, _closing_quietly(sink):
+    # A whole line at a time: the file is valid JSONL after Ctrl-C or a full disk too.
+    sink = WholeLines(output)
+    with open(source, "rb") as stream, _closing(sink):
         async with AsyncHttpClient(max_concurrency=concurrency, timeout=spec.timeout, retries=spec.retries,
                                    headers=spec.headers) as client:
 
@@ -227,11 +215,7 @@ async def run_pair(
                 nonlocal successes, attempts
                 result = await client.fetch(spec.url, method="POST", json={"id": ident, "text": text})
                 # One write per line: a line is whole even if the run is cancelled after it.
-                try:
-                    sink.write(_jsonl_line(ident, result))
-                    sink.flush()
-                except OSError as exc:
-                    raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
+                sink.write(_jsonl_line(ident, result))
                 latency.record(result.latency_s)
                 attempts += result.attempts
                 successes += result.ok

@@ -111,7 +111,8 @@ async def offer(spec: RequestSpec, rate: float, total: int, arrivals: str, max_i
     wall = _perf() - wall0
     return RoundFacts(peak_rss_mb=rss.peak_mb(),
                       client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
-                      loop_lag_max_s=lag.max_lag, loop_late_share=lag.total_lag / wall if wall > 0 else 0.0)
+                      loop_lag_max_s=lag.max_lag, loop_late_share=lag.total_lag / wall if wall > 0 else 0.0,
+                      fd_refused=engine.refused_locally)
 
 
 async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:

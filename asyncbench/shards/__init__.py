@@ -181,6 +181,7 @@ def merge_facts(facts: list[RoundFacts]) -> RoundFacts:
         loop_lag_max_s=max(f.loop_lag_max_s for f in facts),
         loop_late_share=max(f.loop_late_share for f in facts),
         cpu_wait_pct=max(f.cpu_wait_pct for f in facts),
+        fd_refused=sum(f.fd_refused for f in facts),
     )
 
 
@@ -408,6 +409,11 @@ def parse_cluster(address: str) -> tuple[str, int | None]:
                              "or a scheduler address such as tcp://10.0.0.5:8786")
         return "local", int(count)
     rest = address.split("://", 1)[1] if "://" in address else address
+    if "@" in rest:
+        from asyncbench.redact import redact_url
+
+        raise UsageError(f"invalid --cluster {redact_url(address)!r}: a Dask scheduler address has no user part "
+                         "(user@): Dask secures its connections with TLS certificates instead")
     host, _, port = rest.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"invalid --cluster {address!r}: expected a scheduler address such as "

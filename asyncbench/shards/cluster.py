@@ -60,7 +60,7 @@ class ClusterBackend:
         self.address = address
         try:
             self.client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             self._close_cluster()
             raise ShardError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         try:
