@@ -188,14 +188,26 @@ def _on_loop_signal() -> None:
 
 @contextmanager
 def ignored_by_children() -> Iterator[None]:
-    """While processes are started (workers): SIGINT ignored, which they inherit and keep — a
-    terminal's Ctrl-C reaches the whole process group, and the workers must leave it to this
-    process, which stops their work and ends them. Restored after."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """While processes are started (workers): SIGINT kept from them — a terminal's Ctrl-C
+    reaches the whole process group, and the workers must leave it to this process, which stops
+    their work and ends them. From the main thread, SIGINT is ignored for the span (a started
+    Python keeps an ignored SIGINT ignored; a library may start them from threads of its own);
+    from another thread, where that cannot be done, it is blocked in this thread, and a child
+    inherits the block."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @contextmanager

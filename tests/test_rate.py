@@ -94,3 +94,37 @@ def test_poisson_arrivals_send_the_same_count(start_server, tmp_path):
 def test_bad_rate_input_is_named_with_exit_2(args, named, tmp_path):
     out = run_cli("rate", *args, "--results-dir", str(tmp_path / "r"))
     assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_rate_the_client_could_not_keep_is_never_the_answer_and_is_said_as_it_was():
+    from asyncbench.metrics import LevelRecorder, RoundFacts
+    from asyncbench.rates import RateRecorder, rate_sweet_spot, rate_warnings, summarize_rate
+
+    def row(rate: float, late_s: float, sent_share: float = 1.0):
+        rec = RateRecorder()
+        n = int(rate * sent_share)
+        for i in range(n):
+            due = i / rate
+            rec.scheduled(due, due + late_s, due + late_s + 0.01, 2)
+        return summarize_rate(rate, 1.0, rec, RoundFacts(10.0, 90.0, 0.0))
+
+    kept, clumped, short = row(100, 0.0), row(200, 0.015), row(400, 0.015, sent_share=0.5)
+    assert not kept.client_limited and clumped.client_limited and short.client_limited
+    assert rate_sweet_spot([kept, clumped, short], 0.99, None).level == 100  # never a rate it could not offer
+    [said] = rate_warnings(clumped)
+    assert "sent 198/s on average, but in clumps" in said and "lower than asked" not in said
+    [said] = rate_warnings(short)
+    assert "it sent 200/s, so the rate offered was lower than asked" in said
+    assert LevelRecorder  # the closed loop's recorder is the base of the open one's
+
+
+def test_a_short_probe_of_a_few_requests_is_not_judged_by_one_hiccup():
+    from asyncbench.metrics import RoundFacts
+    from asyncbench.rates import RateRecorder, summarize_rate
+
+    rec = RateRecorder()
+    for i in range(4):  # four sends, one of them 15 ms late: a shared machine's hiccup
+        rec.scheduled(i * 0.25, i * 0.25 + (0.015 if i == 2 else 0.0), i * 0.25 + 0.03, 2)
+    row = summarize_rate(4, 1.0, rec, RoundFacts(10.0, 5.0, 0.0))
+    assert not row.client_limited
+    assert row.goodput_rps == pytest.approx(4.0)  # over the schedule, not over one answer's time

@@ -184,6 +184,25 @@ def test_a_worker_that_dies_is_named_its_level_kept_and_the_next_level_runs(star
     assert any(f"pid {victim}" in w for w in sidecar["warnings"])
 
 
+def test_a_find_probe_whose_shard_died_is_not_met(start_server, tmp_path):
+    url = start_server(latency=0.01, capacity=100, queue=100)
+    proc = subprocess.Popen([sys.executable, "-m", "asyncbench", "find", url, "--slo-p99", "1", "--max", "8",
+                             "--probe-duration", "1", "--cooldown", "0", "--processes", "2",
+                             "--results-dir", str(tmp_path / "r"), "--no-plot"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(_workers_of(proc.pid)) == 2, "two workers")
+    victim = _workers_of(proc.pid)[0]
+    # In the fourth probe (level 8): the three before sent 1×, 2× and 4× 100 requests a second.
+    _wait_for(lambda: server_stats(url)["received"] > 1 + 100 + 200 + 400 + 50, "the probe of level 8")
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err  # part of the load could not be made
+    probes = {int(p["level"]): p for p in read_csv(result_files(tmp_path / "r", "find")[0])}
+    assert probes[8]["passed"] == "false" and "shard(s) died" in probes[8]["reason"]
+    meta = json.loads(result_files(tmp_path / "r", "find")[1].read_text())
+    assert meta["result"]["level"] < 8
+
+
 def test_ctrl_c_stops_every_worker_and_keeps_the_finished_levels(start_server, tmp_path):
     # The server freezes for a minute 10 requests into the second limit: interrupted in it.
     url = start_server(latency=0.01, capacity=100, queue=100, stall_after=1 + 400 + 10, stall=60)
