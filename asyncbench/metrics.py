@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncbench.records import ERROR_KINDS, FetchResult
+from asyncbench.records import ERROR_KINDS, FetchResult, format_statuses, parse_statuses
 
 # Quantiles written to the -latency.csv for distribution charts.
 QUANTILES: tuple[float, ...] = (
@@ -466,21 +466,6 @@ def summarize(
     )
 
 
-def format_statuses(statuses: dict[int, int]) -> str:
-    """{503: 120, 429: 4} → '503:120 429:4', most frequent first."""
-    return " ".join(f"{code}:{n}" for code, n in sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def parse_statuses(text: Any) -> dict[int, int]:
-    """'503:120 429:4' → {503: 120, 429: 4} (empty for an empty or missing cell)."""
-    out: dict[int, int] = {}
-    for item in str(text or "").split():
-        code, _, n = item.partition(":")
-        if code.isdigit() and n.isdigit():
-            out[int(code)] = int(n)
-    return out
-
-
 def latency_quantiles(rounds: Iterable[LevelRecorder]) -> list[tuple[float, float]]:
     """(quantile, latency_s) pairs of the pooled rounds, for the -latency.csv."""
     hist = LatencyHistogram()
@@ -620,107 +605,3 @@ def same_requests(trap: Any, sem: Any) -> tuple[int, Any] | None:
     return None
 
 
-def fmt_mb(x: float) -> str:
-    """A size in MiB for people: three significant digits ('1.42', '0.25', '8'), whole above 100."""
-    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
-
-
-def pipeline_findings(rows: Sequence[Any]) -> list[str]:
-    """What the pipeline sweeps show about memory: flat across input sizes and batch sizes,
-    growing with concurrency. Each finding compares rows that differ in one setting only."""
-    findings: list[str] = []
-
-    names = {"input_mb": ("input", " MB"), "batch_size": ("batch size", ""), "concurrency": ("concurrency", "")}
-
-    def compare(axis: str) -> None:
-        groups: dict[tuple[Any, ...], list[Any]] = {}
-        others = [a for a in names if a != axis]
-        for r in rows:
-            groups.setdefault(tuple(getattr(r, a) for a in others), []).append(r)
-        swept = {k: g for k, g in groups.items() if len(g) > 1}
-        if not swept:
-            return
-        # At the largest other settings: there a change in this one has the most room to show
-        # (concurrency above the batch size, say, cannot take effect).
-        key = max(swept)
-        group = sorted(swept[key], key=lambda r: getattr(r, axis))
-        lo, hi = group[0], group[-1]
-        x_lo, x_hi = getattr(lo, axis), getattr(hi, axis)
-        label, unit = names[axis]
-        at = ", ".join(f"{names[a][0]} {fmt_mb(v) if a == 'input_mb' else f'{v:g}'}{names[a][1]}"
-                       for a, v in zip(others, key, strict=True))
-        change = (hi.peak_traced_mb / lo.peak_traced_mb) if lo.peak_traced_mb > 0 else float("inf")
-        findings.append(
-            f"{label} {x_lo:g}{unit} → {x_hi:g}{unit} (×{x_hi / x_lo:g}, at {at}): peak traced memory "
-            f"{lo.peak_traced_mb:.2f} → {hi.peak_traced_mb:.2f} MB (×{change:.2f}), "
-            f"throughput {lo.throughput_cps:,.0f} → {hi.throughput_cps:,.0f} chunks/s"
-        )
-
-    for axis in names:
-        compare(axis)
-    return findings
-
-
-@dataclass
-class PhaseSummary:
-    """How one `threads` phase used time: wall clock against the sum and the max of its tasks."""
-
-    phase: str
-    tasks: int
-    wall_s: float
-    sum_s: float
-    max_s: float
-    wall_over_sum: float
-    wall_over_max: float
-    loop_lag_max_s: float
-    threads: list[str]
-    pattern: str  # serialized, overlapped, or partly overlapped
-
-
-def summarize_phase(phase: str, durations: Sequence[float], thread_names: Sequence[str],
-                    wall_s: float, loop_lag_max_s: float) -> PhaseSummary:
-    """Serialized when the wall time is close to the sum of the tasks' durations (one at a time);
-    overlapped when it is close to the longest one (all at once)."""
-    total, longest = sum(durations), max(durations, default=0.0)
-    if len(durations) > 1 and wall_s >= 0.8 * total:
-        pattern = "serialized"
-    elif wall_s <= 1.5 * longest:
-        pattern = "overlapped"
-    else:
-        pattern = "partly overlapped"
-    return PhaseSummary(
-        phase=phase,
-        tasks=len(durations),
-        wall_s=wall_s,
-        sum_s=total,
-        max_s=longest,
-        wall_over_sum=wall_s / total if total else 0.0,
-        wall_over_max=wall_s / longest if longest else 0.0,
-        loop_lag_max_s=loop_lag_max_s,
-        threads=sorted(set(thread_names)),
-        pattern=pattern,
-    )
-
-
-def threads_verdict(summaries: Sequence[PhaseSummary], coroutine_threads: set[str]) -> str:
-    """The lab's answer, with the evidence of this run."""
-    by = {s.phase: s for s in summaries}
-    parts = []
-    if len(coroutine_threads) == 1:
-        parts.append(f"asyncio is single-threaded: every coroutine ran on {next(iter(coroutine_threads))}")
-    else:
-        parts.append(f"coroutines ran on {len(coroutine_threads)} threads: {', '.join(sorted(coroutine_threads))}")
-    if "blocking" in by and "nonblocking" in by:
-        b, n = by["blocking"], by["nonblocking"]
-        parts.append(
-            f"concurrent, not parallel: time.sleep {b.pattern} the tasks (wall {b.wall_s:.2f} s vs "
-            f"sum {b.sum_s:.2f} s, loop {b.loop_lag_max_s * 1000:.0f} ms late) while await "
-            f"asyncio.sleep {n.pattern} them (wall {n.wall_s:.2f} s vs max {n.max_s:.2f} s)"
-        )
-    if "to_thread" in by:
-        t = by["to_thread"]
-        parts.append(
-            f"asyncio.to_thread moved the blocking call to {len(t.threads)} worker thread"
-            f"{'s' if len(t.threads) != 1 else ''} and {t.pattern} it (wall {t.wall_s:.2f} s)"
-        )
-    return "; ".join(parts) + "."

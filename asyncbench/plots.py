@@ -22,7 +22,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from asyncbench import signals  # noqa: E402
 from asyncbench.errors import OutputError  # noqa: E402
-from asyncbench.metrics import fmt_mb, same_requests  # noqa: E402
+from asyncbench.metrics import same_requests  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -83,7 +83,7 @@ def _set_log(axis: Any, lo: float, hi: float) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _level_axis(ax: Axes, levels: Sequence[float], label: str) -> None:
+def level_axis(ax: Axes, levels: Sequence[float], label: str) -> None:
     ax.set_xscale("log")
     lo, hi = min(levels), max(levels)
     ax.set_xlim(lo / 1.5, hi * 1.5)
@@ -91,7 +91,7 @@ def _level_axis(ax: Axes, levels: Sequence[float], label: str) -> None:
     ax.set_xlabel(label)
 
 
-def _log_y(ax: Axes) -> None:
+def log_y(ax: Axes) -> None:
     """A log y axis labelled in plain numbers, with at least three labels."""
     ax.set_yscale("log")
     lo, hi = ax.dataLim.intervaly
@@ -102,11 +102,11 @@ def _log_y(ax: Axes) -> None:
     _set_log(ax.yaxis, lo / 1.15, hi * 1.15)
 
 
-def _plain_y(ax: Axes) -> None:
+def plain_y(ax: Axes) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
 
 
-def _mark_client_limited(ax: Axes, df: Any, y: Any) -> None:
+def mark_client_limited(ax: Axes, df: Any, y: Any) -> None:
     """Ring the levels where the client, not the server, was the limit, as '!' in the table."""
     if "client_limited" not in df:
         return
@@ -116,17 +116,23 @@ def _mark_client_limited(ax: Axes, df: Any, y: Any) -> None:
                    linewidths=1.8, zorder=5, label="client-limited: these figures describe the client")
 
 
-def _title(fig: Figure, what: str, run: Run) -> None:
+def title(fig: Figure, what: str, run: Run) -> None:
     fig.suptitle(f"{what} — {run.experiment}", fontsize=12, fontweight="bold", x=0.01, ha="left")
     fig.text(0.01, 0.925, f"{target_label(run.meta)} · {run.stem}", fontsize=8.5, color="#444444", ha="left")
 
 
-def _mark_sweet(ax: Axes, sweet: int | None, label: bool = True, reliable: bool = True) -> None:
+def mark_sweet(ax: Axes, sweet: int | None, label: bool = True, reliable: bool = True) -> None:
     if sweet is None:
         return
     text = f"sweet spot ({sweet:,})" if reliable else f"sweet spot ({sweet:,}), unreliable: client-limited"
     ax.axvline(sweet, color=GREEN if reliable else YELLOW_DARK, linestyle=":", linewidth=1.5,
                label=text if label else None)
+
+
+def save(fig: Figure, out_dir: Path, name: str) -> Path:
+    """Write a chart as `<out_dir>/<name>.png` (150 dpi) and close it; OutputError when the file
+    cannot be written. Every chart of every experiment ends here."""
+    return _save(fig, out_dir, name)
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
@@ -147,13 +153,14 @@ def sweet_level(run: Run) -> int | None:
     return int(spot["level"]) if isinstance(spot, dict) and "level" in spot else None
 
 
-def _sweet(ax: Axes, run: Run) -> None:
+def sweet_spot_line(ax: Axes, run: Run) -> None:
+    """The sweet spot the sidecar names, drawn as a line (dashed yellow when unreliable)."""
     spot = run.meta.get("sweet_spot")
     reliable = not (isinstance(spot, dict) and spot.get("reliable") is False)
-    _mark_sweet(ax, sweet_level(run), reliable=reliable)
+    mark_sweet(ax, sweet_level(run), reliable=reliable)
 
 
-def _usl_curve(ax: Axes, run: Run) -> None:
+def usl_curve(ax: Axes, run: Run) -> None:
     """The Universal Scalability Law fitted to the goodput (the sidecar's `usl`), if any."""
     from asyncbench.usl import UslFit
 
@@ -165,64 +172,6 @@ def _usl_curve(ax: Axes, run: Run) -> None:
     n = np.geomspace(max(float(levels.min()), 1e-9), float(levels.max()), 200)
     ax.plot(n, lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1)), color=GREEN, linewidth=1.2, alpha=0.8,
             label=f"USL fit to goodput (R² {r2:.2f})")
-
-
-def throughput_chart(run: Run, out_dir: Path, axis_label: str) -> Path:
-    """Throughput (every outcome) and goodput (successes) against the level."""
-    df = run.frame
-    fig, ax = plt.subplots()
-    ax.plot(df["level"], df["throughput_rps"], marker="o", color=BLUE, label="throughput (all responses)")
-    ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
-    _usl_curve(ax, run)
-    _mark_client_limited(ax, df, df["throughput_rps"])
-    _sweet(ax, run)
-    _level_axis(ax, df["level"], axis_label)
-    ax.set_ylabel("requests per second")
-    ax.set_ylim(bottom=0)
-    _plain_y(ax)
-    ax.legend(loc="upper left")
-    _title(fig, "Throughput and goodput", run)
-    return _save(fig, out_dir, f"{run.stem}-throughput")
-
-
-def latency_chart(run: Run, out_dir: Path, axis_label: str, queue_wait: bool) -> Path:
-    """Latency percentiles (and, for the semaphore, the wait for a slot) against the level."""
-    df = run.frame
-    fig, ax = plt.subplots()
-    for col, label, color, marker in (
-        ("latency_p50_s", "p50", BLUE, "o"),
-        ("latency_p90_s", "p90", ORANGE, "s"),
-        ("latency_p99_s", "p99", VERMILLION, "^"),
-    ):
-        ax.plot(df["level"], df[col] * 1000, marker=marker, color=color, label=label)
-    if queue_wait and "queue_wait_mean_s" in df:
-        ax.plot(df["level"], df["queue_wait_mean_s"] * 1000, marker="D", color=PURPLE, linestyle="--",
-                label="mean wait for a slot (client side)")
-    _mark_client_limited(ax, df, df["latency_p50_s"] * 1000)
-    _sweet(ax, run)
-    _level_axis(ax, df["level"], axis_label)
-    ax.set_ylabel("latency (ms)")
-    _log_y(ax)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
-    _title(fig, "Latency percentiles", run)
-    return _save(fig, out_dir, f"{run.stem}-latency")
-
-
-def success_chart(run: Run, out_dir: Path, min_success: float, axis_label: str) -> Path:
-    """Success rate against the level, with the --min-success floor."""
-    df = run.frame
-    fig, ax = plt.subplots()
-    ax.plot(df["level"], df["success_rate"] * 100, marker="o", color=BLUE, label="success rate")
-    ax.axhline(min_success * 100, color=VERMILLION, linestyle="--", linewidth=1,
-               label=f"--min-success ({min_success * 100:g} %)")
-    _mark_client_limited(ax, df, df["success_rate"] * 100)
-    _sweet(ax, run)
-    _level_axis(ax, df["level"], axis_label)
-    ax.set_ylabel("success rate (%)")
-    ax.set_ylim(0, 105)
-    ax.legend(loc="lower left")
-    _title(fig, "Success rate", run)
-    return _save(fig, out_dir, f"{run.stem}-success")
 
 
 def distribution_chart(run: Run, out_dir: Path, step: str = "level") -> Path | None:
@@ -249,143 +198,11 @@ def distribution_chart(run: Run, out_dir: Path, step: str = "level") -> Path | N
     ax.set_xlim(1.0, 1 / (1 - 0.999) * 1.2)
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency (ms)")
-    _log_y(ax)
+    log_y(ax)
     ax.legend(title=step, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    _title(fig, "Latency distribution by level", run)
+    title(fig, "Latency distribution by level", run)
     return _save(fig, out_dir, f"{run.stem}-distribution")
-
-
-def load_charts(run: Run, out_dir: Path, min_success: float | None, axis_label: str, step: str,
-                queue_wait: bool) -> list[Path]:
-    """Every chart of a load sweep: throughput, latency, success, and the distribution."""
-    setting = run.setting("min_success", 0.99)
-    floor = min_success if min_success is not None else (
-        float(setting) if isinstance(setting, (int, float)) and 0 <= setting <= 1 else 0.99)
-    paths = [throughput_chart(run, out_dir, axis_label), latency_chart(run, out_dir, axis_label, queue_wait),
-             success_chart(run, out_dir, floor, axis_label)]
-    dist = distribution_chart(run, out_dir, step)
-    return paths + ([dist] if dist else [])
-
-
-_PIPELINE_AXES = {
-    "input_mb": ("input size (MB)", "input"),
-    "batch_size": ("batch size (chunks)", "batch"),
-    "concurrency": ("concurrency (requests in flight)", "concurrency"),
-}
-
-
-def pipeline_sweep_chart(run: Run, out_dir: Path, axis: str) -> Path:
-    """Throughput and peak traced memory against one setting, a line per value of the others."""
-    df = run.frame
-    xlabel, chart = _PIPELINE_AXES[axis]
-    others = [a for a in _PIPELINE_AXES if a != axis]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for i, (key, group) in enumerate(df.groupby(others, sort=True)):
-        group = group.sort_values(axis)
-        label = ", ".join(f"{_PIPELINE_AXES[a][1]} {fmt_mb(v) + ' MB' if a == 'input_mb' else f'{v:g}'}"
-                          for a, v in zip(others, key, strict=True))
-        style = dict(marker=MARKERS[i % len(MARKERS)], color=CYCLE[i % len(CYCLE)], label=label)
-        left.plot(group[axis], group["throughput_cps"], **style)
-        right.plot(group[axis], group["peak_traced_mb"], **style)
-    for ax in (left, right):
-        values = sorted(df[axis].unique())
-        if len(values) > 1 and values[-1] / values[0] >= 4:
-            ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(values))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_mb(v) if axis == "input_mb" else _thousands(v)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        _plain_y(ax)
-        ax.set_xlabel(xlabel)
-    # Start at zero (flat must look flat) with headroom above the highest point.
-    left.set_ylim(0, max(df["throughput_cps"].max(), 1e-9) * 1.15)
-    right.set_ylim(0, max(df["peak_traced_mb"].max(), 1e-9) * 1.15)
-    left.set_ylabel("throughput (chunks per second)")
-    right.set_ylabel("peak traced memory above baseline (MB)")
-    right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.suptitle(f"Pipeline throughput and memory vs {xlabel.split(' (')[0]}", fontsize=12,
-                 fontweight="bold", x=0.01, ha="left")
-    fig.text(0.01, 0.925, f"{target_label(run.meta)} · {run.stem}", fontsize=8.5, color="#444444", ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    return _save(fig, out_dir, f"{run.stem}-{chart}")
-
-
-def pipeline_charts(run: Run, out_dir: Path) -> list[Path]:
-    """The lab's sweeps: one chart per setting that varied (batch size, concurrency, input size).
-    A setting that did not vary would draw one dot: none is drawn."""
-    swept = [a for a in _PIPELINE_AXES if run.frame[a].nunique() > 1]
-    return [pipeline_sweep_chart(run, out_dir, axis) for axis in swept]
-
-
-def threads_timeline(run: Run, out_dir: Path) -> Path:
-    """One horizontal bar per task, one panel per phase: serialized vs overlapped at a glance.
-
-    Bars on the event loop's thread are blue; bars on worker threads (to_thread) are orange and
-    carry the worker's name."""
-    from matplotlib.patches import Patch
-
-    from asyncbench.metrics import summarize_phase
-
-    df = run.frame
-    phases = list(dict.fromkeys(df["phase"]))
-    tasks = int(df["task_id"].max()) + 1
-    loop_thread = str(df["coroutine_thread"].iloc[0]) if "coroutine_thread" in df else "MainThread"
-    fig, axes = plt.subplots(len(phases), 1, figsize=(9, 1.2 + (0.25 * tasks + 0.7) * len(phases)),
-                             sharex=True, squeeze=False)
-    for ax, phase in zip(axes[:, 0], phases, strict=True):
-        part = df[df["phase"] == phase]
-        wall = float(part["end_s"].max())
-        summary = summarize_phase(phase, list(part["end_s"] - part["start_s"]), list(part["thread_name"]),
-                                  wall, 0.0)
-        for row in part.itertuples():
-            on_loop = row.thread_name == loop_thread
-            width = (row.end_s - row.start_s) * 1000
-            ax.barh(row.task_id, width, left=row.start_s * 1000, height=0.7,
-                    color=BLUE if on_loop else ORANGE, edgecolor="white", linewidth=0.5)
-            if not on_loop:
-                ax.text(row.end_s * 1000, row.task_id, f" {row.thread_name}", va="center", fontsize=6.5,
-                        color="#444444")
-        where = "on one thread" if summary.threads == [loop_thread] else f"on {len(summary.threads)} threads"
-        ax.set_title(f"{phase} — {wall * 1000:,.0f} ms wall, {summary.sum_s * 1000:,.0f} ms of task time: "
-                     f"{summary.pattern} {where}", fontsize=10, loc="left")
-        ax.set_ylabel("task")
-        ax.set_yticks(range(tasks) if tasks <= 20 else range(0, tasks, max(1, tasks // 10)))
-        ax.tick_params(axis="y", labelsize=7)
-        ax.set_ylim(tasks - 0.5, -0.5)
-        ax.grid(axis="y", visible=False)
-    axes[-1, 0].set_xlabel("time since the phase started (ms)")
-    handles = [Patch(color=BLUE, label=f"{loop_thread} (the event loop)")]
-    if (df["thread_name"] != loop_thread).any():
-        handles.append(Patch(color=ORANGE, label="worker threads (asyncio.to_thread)"))
-    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
-    fig.suptitle("asyncio is one thread: concurrent, not parallel", fontsize=12, fontweight="bold", x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
-    return _save(fig, out_dir, f"{run.stem}-timeline")
-
-
-def impact_chart(run: Run, out_dir: Path) -> Path | None:
-    """`threads --impact`: threads alive, memory added and wall time of each way, side by side."""
-    ways = run.meta.get("impact")
-    if not isinstance(ways, list) or not ways:
-        return None
-    names = [str(w["way"]) for w in ways]
-    colors = [BLUE if n == "asyncio" else ORANGE for n in names]
-    n = int(ways[0]["requests"])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    panels = (("threads_peak", "threads alive at most", "{:,.0f}"), ("rss_growth_mb", "memory added (MB, RSS)", "{:,.1f}"),
-              ("wall_s", "wall time (s)", "{:,.2f}"))
-    for ax, (key, label, fmt) in zip(axes, panels, strict=True):
-        values = [float(w[key]) for w in ways]
-        bars = ax.bar(names, values, color=colors)
-        ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=9, padding=2)
-        ax.set_title(label, fontsize=10, loc="left")
-        ax.set_ylim(0, max(values) * 1.18 or 1)
-        ax.tick_params(axis="x", labelsize=8.5)
-        ax.grid(axis="x", visible=False)
-    fig.suptitle(f"{n:,} concurrent GETs: one event loop vs a thread each vs asyncio's default pool",
-                 fontsize=12, fontweight="bold", x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return _save(fig, out_dir, f"{run.stem}-impact")
 
 
 def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
@@ -416,10 +233,10 @@ def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
         if col == "success_rate":
             ax.set_ylim(0, 105)
         elif col == "latency_p99_s":
-            _log_y(ax)
+            log_y(ax)
         else:
             ax.set_ylim(bottom=0)
-            _plain_y(ax)
+            plain_y(ax)
     axes[0].legend(loc="upper left", fontsize=8.5)
     fig.suptitle("Unbounded concurrency vs a semaphore (Lab 2.2 vs Lab 2.3)", fontsize=12,
                  fontweight="bold", x=0.01, ha="left")
@@ -456,67 +273,19 @@ def overlay_charts(runs: Sequence[Run], out_dir: Path, axis_label: str) -> list[
         for i, run in enumerate(runs):
             _overlay_line(ax, run.frame["level"], run.frame[col] * scale, measured, CYCLE[i % len(CYCLE)],
                           MARKERS[i % len(MARKERS)], f"{run.stem} — {target_label(run.meta)}")
-        _level_axis(ax, [lv for r in runs for lv in r.frame["level"]], axis_label)
+        level_axis(ax, [lv for r in runs for lv in r.frame["level"]], axis_label)
         ax.set_ylabel(label)
         if chart == "latency":
-            _log_y(ax)
+            log_y(ax)
         else:
             ax.set_ylim(bottom=0, top=105 if chart == "success" else None)
-            _plain_y(ax)
+            plain_y(ax)
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=7.5)  # below: never on the data
         what = {"goodput": "Goodput", "success": "Success rate", "latency": "p99 latency"}[chart]
         fig.suptitle(f"{what} across {len(runs)} runs — {experiment}",
                      fontsize=12, fontweight="bold", x=0.01, ha="left")
         paths.append(_save(fig, out_dir, f"{name}-{chart}"))
     return paths
-
-
-def rate_latency_chart(run: Run, out_dir: Path) -> Path:
-    """The hockey stick: latency percentiles (from the schedule) against the offered rate, and
-    the service p99 (from the actual send) that a closed loop would have reported."""
-    df = run.frame
-    fig, ax = plt.subplots()
-    for col, label, color, marker, style in (
-        ("latency_p50_s", "p50", BLUE, "o", "-"),
-        ("latency_p99_s", "p99", VERMILLION, "^", "-"),
-        ("latency_p999_s", "p99.9", BLACK, "v", "-"),
-        ("service_p99_s", "service p99 (from the actual send)", PURPLE, "D", "--"),
-    ):
-        if col in df:
-            ax.plot(df["level"], df[col] * 1000, marker=marker, color=color, linestyle=style, label=label)
-    _mark_client_limited(ax, df, df["latency_p50_s"] * 1000)
-    _sweet(ax, run)
-    _level_axis(ax, df["level"], "offered rate (requests per second)")
-    ax.set_ylabel("latency from the schedule (ms)")
-    _log_y(ax)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
-    _title(fig, "Latency against offered rate", run)
-    return _save(fig, out_dir, f"{run.stem}-latency")
-
-
-def rate_achieved_chart(run: Run, out_dir: Path) -> Path:
-    """Achieved (sent) and goodput against offered: on the diagonal while the target keeps up."""
-    df = run.frame
-    fig, ax = plt.subplots()
-    lo, hi = float(df["level"].min()), float(df["level"].max())
-    ax.plot([lo, hi], [lo, hi], color="#999999", linestyle=":", linewidth=1, label="offered")
-    ax.plot(df["level"], df["achieved_rps"], marker="o", color=BLUE, label="sent (achieved)")
-    ax.plot(df["level"], df["goodput_rps"], marker="s", color=ORANGE, linestyle="--", label="goodput (successes)")
-    _mark_client_limited(ax, df, df["achieved_rps"])
-    _sweet(ax, run)
-    _level_axis(ax, df["level"], "offered rate (requests per second)")
-    ax.set_ylabel("requests per second")
-    _log_y(ax)
-    ax.legend(loc="upper left")
-    _title(fig, "Achieved against offered rate", run)
-    return _save(fig, out_dir, f"{run.stem}-achieved")
-
-
-def rate_charts(run: Run, out_dir: Path) -> list[Path]:
-    """Every chart of a `rate` run."""
-    paths = [rate_latency_chart(run, out_dir), rate_achieved_chart(run, out_dir)]
-    dist = distribution_chart(run, out_dir, "rate")
-    return paths + ([dist] if dist else [])
 
 
 def compare_chart(base: Run, cand: Run, out_dir: Path, name: str, axis_label: str) -> Path:
@@ -531,12 +300,12 @@ def compare_chart(base: Run, cand: Run, out_dir: Path, name: str, axis_label: st
                    label=f"{label} p99")
     levels = [*base.frame["level"], *cand.frame["level"]]
     for ax in (left, right):
-        _level_axis(ax, levels, axis_label)
+        level_axis(ax, levels, axis_label)
     left.set_ylabel("goodput (req/s)")
     left.set_ylim(bottom=0)
-    _plain_y(left)
+    plain_y(left)
     right.set_ylabel("latency (ms)")
-    _log_y(right)
+    log_y(right)
     left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8)
     right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.suptitle("Baseline vs candidate", fontsize=12, fontweight="bold", x=0.01, ha="left")
@@ -544,37 +313,4 @@ def compare_chart(base: Run, cand: Run, out_dir: Path, name: str, axis_label: st
     return _save(fig, out_dir, name)
 
 
-def find_chart(run: Run, out_dir: Path) -> Path:
-    """The probes of a search: p99 of the successes by level probed, met or missed, with the
-    objective, the most within it (found) and the knee (recommended) drawn."""
-    df = run.frame
-    fig, ax = plt.subplots()
-    passed = df["passed"].astype(str).str.lower() == "true"
-    p99 = (df["ok_latency_p99_s"] if "ok_latency_p99_s" in df else df["latency_p99_s"]) * 1000
-    order = df["level"].argsort()
-    ax.plot(df["level"].iloc[order], p99.iloc[order], color="#999999", linestyle=":", linewidth=1)
-    ax.scatter(df["level"][passed], p99[passed], marker="o", color=GREEN, s=50,
-               zorder=3, label="met the objective")
-    ax.scatter(df["level"][~passed], p99[~passed], marker="X", color=VERMILLION, s=60,
-               zorder=3, label="missed it")
-    for i, (x, y) in enumerate(zip(df["level"], p99, strict=True), 1):
-        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="#444444")
-    slo = run.setting("slo_p99_s", None)
-    if isinstance(slo, (int, float)):
-        ax.axhline(slo * 1000, color=VERMILLION, linestyle="--", linewidth=1, label=f"--slo-p99 ({slo * 1000:g} ms)")
-    result = run.meta.get("result")
-    if isinstance(result, dict) and "level" in result:
-        ax.axvline(int(result["level"]), color=GREEN, linestyle=":", linewidth=1.5,
-                   label=f"found (most within it): {int(result['level']):,}")
-    knee = run.meta.get("recommended")
-    if isinstance(knee, dict) and "level" in knee:
-        ax.axvline(int(knee["level"]), color=BLUE, linestyle="--", linewidth=1.5,
-                   label=f"recommended (the knee): {int(knee['level']):,}")
-    ax.set_ylabel("p99 latency of successes (ms)")
-    mode = run.setting("mode", "concurrency")
-    _level_axis(ax, df["level"], "offered rate (requests per second)" if mode == "rate"
-                else "concurrency (requests in flight)")
-    _log_y(ax)
-    ax.legend(loc="upper left", fontsize=9)
-    _title(fig, "The search: probes in order", run)
-    return _save(fig, out_dir, f"{run.stem}-probes")
+thousands = _thousands  # axis labels as the tables write numbers, for the experiments' own charts

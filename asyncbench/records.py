@@ -73,3 +73,18 @@ class ScheduledSink(Sink, Protocol):
         """A request that succeeded at its first attempt: meant to leave at `intended_at`, sent
         at `sent_at`, done at `done_at` (the hot path, as `Sink.success`)."""
         ...
+
+
+def format_statuses(statuses: dict[int, int]) -> str:
+    """{503: 120, 429: 4} → '503:120 429:4', most frequent first."""
+    return " ".join(f"{code}:{n}" for code, n in sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def parse_statuses(text: Any) -> dict[int, int]:
+    """'503:120 429:4' → {503: 120, 429: 4} (empty for an empty or missing cell)."""
+    out: dict[int, int] = {}
+    for item in str(text or "").split():
+        code, _, n = item.partition(":")
+        if code.isdigit() and n.isdigit():
+            out[int(code)] = int(n)
+    return out

@@ -1,5 +1,5 @@
 """One run flow for every experiment: target, pre-flight, results writer, progress, signals,
-report, charts. What differs between experiments is their `Plan` (in `runner.py`); the flow,
+report, charts. What differs between experiments is their `Plan` (in each experiment's module); the flow,
 and the helpers it is made of, are written once, here.
 
     prepare outputs ─► start the target ─► the plan binds to it ─► pre-flight ─► open the writer
@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from asyncbench.experiments.descriptor import Experiment
-    from asyncbench.experiments.load import RequestSpec
+    from asyncbench.load.spec import RequestSpec
     from asyncbench.server import ServerConfig
 
 
@@ -145,7 +145,7 @@ def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asynci
 def preflight_or_fail(spec: RequestSpec, loop: str = "asyncio") -> str:
     """One request before the run; TargetError when the target cannot be reached. Says what it
     answered, and warns when that answer is an error every request of the run would likely get."""
-    from asyncbench.experiments.load import preflight
+    from asyncbench.load.spec import preflight
 
     answer = run_async(preflight(spec), loop)
     if not answer.reachable:
@@ -172,45 +172,43 @@ def metadata_for(experiment: str, url: str | None, target_url: str, server: Serv
     )
 
 
-def finish(console: Any, writer: ResultsWriter, extra_files: list[Path], plots_dir: Path | None,
-           any_rows: bool, interrupted: bool, steps: str, min_success: float | None = None,
-           html_report: bool = False) -> None:
-    """List the files written, render the charts (and the HTML report), and raise Interrupted
-    if the run was."""
+def finish(console: Any, writer: ResultsWriter, experiment: Experiment, conclusion: Conclusion, outputs: Outputs,
+           measured: bool) -> None:
+    """List the files written, render the charts (and the HTML report) of the run whose steps
+    were `measured` (any finished)."""
+    extra_files = conclusion.files
     files = [str(f) for f in (writer.csv_path, writer.json_path, writer.latency_path) if f]
     if len(extra_files) > 3:  # say where they are rather than list a screenful
         files.append(f"{len(extra_files)} files {writer.csv_path.parent / writer.stem}-*{extra_files[0].suffix}")
     else:
         files += [str(f) for f in extra_files]
     console.print("results: " + "\n         ".join(files), soft_wrap=True)
+    plots_dir = outputs.plots_dir
     # Charts and the page are drawn by libraries whose finalizers and callbacks would swallow a
     # KeyboardInterrupt raised inside them: a Ctrl-C waits for the chart being drawn.
     with signals.deferred():
         run = None
         charts: list[Path] = []
-        if any_rows and (plots_dir is not None or html_report):
-            from asyncbench.experiments import read_run
+        if measured and (plots_dir is not None or outputs.report):
+            from asyncbench.results import read_run
 
-            run = read_run(writer.csv_path)
+            run = read_run(writer.csv_path, {experiment.name: experiment})
         if plots_dir is not None and run is not None:
-            from asyncbench.experiments import run_charts
-
-            charts = run_charts(run, plots_dir, min_success)
+            charts = experiment.charts(run, plots_dir, conclusion.min_success)
             if charts:
                 console.print("charts:  " + "\n         ".join(str(p) for p in charts), soft_wrap=True)
             else:
                 console.print("charts:  none: every setting had one value, so there is nothing to chart "
                               "against (give a setting a list, e.g. --concurrency 10,25,50)")
-        if html_report and run is not None:
+        if outputs.report and run is not None:
             from asyncbench import webreport
 
             page = writer.csv_path.with_suffix(".html")
             # The charts just drawn go into the page as they are; with --no-plot it draws its own.
             drawn = {run.stem: charts} if plots_dir is not None else None
-            webreport.write(page, webreport.render([run], writer.csv_path.parent, None, charts=drawn))
+            webreport.write(page, webreport.render([run], writer.csv_path.parent, None, {experiment.name: experiment},
+                                                   charts=drawn))
             console.print(f"report:  {page}", soft_wrap=True)
-    if interrupted:
-        raise Interrupted(f"interrupted; the finished {steps} are saved")
 
 
 @dataclass
@@ -272,6 +270,26 @@ class Plan(Protocol):
 
     def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
         """The sidecar's final fields, the tables and verdicts, from the finished steps."""
+
+
+class PlanDefaults:
+    """What a plan does when it has nothing of its own to say: no warning before the run, no
+    sidecar field besides its settings, no latency quantiles."""
+
+    gone = None  # the target went away mid-run (set by the session before `conclude`)
+
+    def check(self, console: Console) -> None:
+        pass
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    def quantiles(self, result: Any) -> tuple[int, list[tuple[float, float]]] | None:
+        return None
+
+    def scale(self) -> AbstractContextManager[Any]:
+        """The workers the run's load is made on, started for the run (none: this process)."""
+        return nullcontext()
 
 
 class Steps:
@@ -346,8 +364,9 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
                 console.print(renderable)
             for line in failures:
                 console.print(f"threshold failed: {line}", style="bold red", markup=False, highlight=False)
-    finish(console, writer, conclusion.files, outputs.plots_dir, bool(steps.results), interrupted,
-           f"{experiment.step}s", conclusion.min_success, outputs.report)
+    finish(console, writer, experiment, conclusion, outputs, bool(steps.results))
+    if interrupted:
+        raise Interrupted(f"interrupted; the finished {experiment.step}s are saved")
     if gone is not None:
         kept = len(steps.results) - 1
         raise TargetError(f"{gone}; the {kept} {experiment.step}{'s' if kept != 1 else ''} before it "

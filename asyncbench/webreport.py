@@ -12,7 +12,7 @@ import html
 import os
 import struct
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,11 @@ figure img { display: block; max-width: 100%; height: auto; border: 1px solid va
 """
 
 
-def render(runs: Sequence[Run], folder: Path, comparison: tuple[Run, Run] | None, skipped: Iterable[str] = (),
-           charts: dict[str, list[Path]] | None = None) -> str:
-    """The page for `runs` (oldest first), with the trap-vs-semaphore comparison when given.
-    `charts`: a run's charts already drawn (by its stem); the others are drawn here."""
-    from asyncbench.experiments import registry
-
-    experiments = registry()
+def render(runs: Sequence[Run], folder: Path, comparison: tuple[Run, Run] | None, experiments: Mapping[str, Any],
+           skipped: Iterable[str] = (), charts: dict[str, list[Path]] | None = None) -> str:
+    """The page for `runs` (oldest first), with the trap-vs-semaphore comparison when given;
+    `experiments` are the runs' descriptors by name (what they render and chart). `charts`: a
+    run's charts already drawn (by its stem); the others are drawn here."""
     body: list[str] = [
         "<header>",
         "<h1>asyncbench report</h1>",

@@ -237,7 +237,7 @@ def test_client_limited_levels_and_an_unreliable_sweet_spot_are_marked(tmp_path,
 
 def test_axis_labels_read_like_the_tables():
     from asyncbench import plots
-    from asyncbench.metrics import fmt_mb
+    from asyncbench.report import fmt_mb
 
     assert plots._thousands(1200) == "1,200" and plots._thousands(50) == "50" and plots._thousands(0.5) == "0.5"
     assert fmt_mb(1.41926) == "1.42" and fmt_mb(8.0) == "8" and fmt_mb(0.01) == "0.01"

@@ -21,7 +21,9 @@ def open_engine(name: str, url: str, method: str, headers: dict[str, str], data:
     if name == "fast":
         from asyncbench.engines.fast import FastEngine
 
-        return FastEngine(url, method, headers, data, timeout, retries, concurrency, insecure)
+        return FastEngine(url, method=method, headers=headers, data=data, timeout=timeout, retries=retries,
+                          concurrency=concurrency, insecure=insecure)
     from asyncbench.engines.aiohttp import AiohttpEngine
 
-    return AiohttpEngine(url, method, headers, data, timeout, retries, concurrency, bounded, insecure)
+    return AiohttpEngine(url, method=method, headers=headers, data=data, timeout=timeout, retries=retries,
+                         concurrency=concurrency, bounded=bounded, insecure=insecure)

@@ -1,5 +1,7 @@
-"""One module per experiment: plain config in, plain results out, never prints. Each declares
-its `EXPERIMENT` descriptor; `registry()` lists them, and is the one place that does."""
+"""One module per experiment: its options, its command, its plan, its run, its rows, its table and
+its charts. Each declares its `EXPERIMENT` descriptor; `registry()` lists them — in the order
+the command line shows them — and is the one place that does: adding an experiment is one
+module and one name in that list."""
 
 from __future__ import annotations
 
@@ -15,8 +17,7 @@ def registry() -> dict[str, Experiment]:
     """Every experiment by name (imported on first use: `plot` needs no client)."""
     from asyncbench.experiments import find, pipeline, rate, semaphore, threads, trap
 
-    return {e.name: e for e in (threads.EXPERIMENT, trap.EXPERIMENT, semaphore.EXPERIMENT, rate.EXPERIMENT,
-                                find.EXPERIMENT, pipeline.EXPERIMENT)}
+    return {m.EXPERIMENT.name: m.EXPERIMENT for m in (trap, semaphore, rate, find, pipeline, threads)}
 
 
 def read_run(csv_path: Path) -> Run:

@@ -26,7 +26,8 @@ class Experiment:
     `completed_key` is the sidecar's count of finished steps ("levels_completed"); `row_keys`
     the columns that name a row in messages ("level 1000"). `summary` says what a run read
     back from disk concluded — its tables and verdict lines, as the terminal showed them — for
-    the HTML report.
+    the HTML report. `command` is the experiment's command line: a function whose parameters
+    are option groups (`asyncbench.groups`), its docstring the command's help.
     """
 
     name: str
@@ -42,34 +43,13 @@ class Experiment:
     collapses: bool = False
     row_keys: tuple[str, ...] = ("level",)
     summary: Callable[[Run], list[Any]] | None = None
+    command: Callable[..., None] | None = None
 
 
 LOAD_REQUIRED = (
     "experiment", "level", "requests", "success_rate", "throughput_rps", "goodput_rps",
     "latency_p50_s", "latency_p90_s", "latency_p99_s",
 )
-
-
-def load_sweep(name: str, step: str, axis_label: str, verdict_word: str, queue_wait: bool,
-               collapses: bool) -> Experiment:
-    """The descriptor of a load sweep (trap, semaphore): rows of LevelStats, one per level."""
-
-    def charts(run: Run, out_dir: Path, min_success: float | None) -> list[Path]:
-        from asyncbench import plots
-
-        return plots.load_charts(run, out_dir, min_success, axis_label, step, queue_wait)
-
-    def summary(run: Run) -> list[Any]:
-        from asyncbench import report
-
-        rows = run.rows()
-        sweet = sweet_row(run, rows)
-        return [report.level_table(rows, sweet, f"{name}: {len(rows)} {step}s", step, queue_wait),
-                report.verdict(rows, sweet, verdict_word, run.setting("min_success", 0.99), collapses)]
-
-    return Experiment(name=name, step=step, completed_key="levels_completed", required=LOAD_REQUIRED,
-                      sort_by=("level",), charts=charts, axis_label=axis_label, verdict_word=verdict_word,
-                      load_sweep=True, queue_wait=queue_wait, collapses=collapses, summary=summary)
 
 
 def sweet_row(run: Run, rows: list[Any]) -> Any | None:

@@ -16,15 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
+from rich.text import Text
+
+from asyncbench import report
+from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
-from asyncbench.experiments.load import RequestSpec, check_target
-from asyncbench.metrics import KNEE_TOLERANCE, LevelRecorder, LevelStats, latency_quantiles, summarize
-from asyncbench.rates import RateRecorder, RateStats
-from asyncbench.shards import Driver
+from asyncbench.experiments.sweep import LoadPlan, load_setup
+from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
+from asyncbench.load.spec import RequestSpec, check_target
+from asyncbench.metrics import KNEE_TOLERANCE, LevelStats
+from asyncbench.options import check_range
+from asyncbench.rates import RateStats
+from asyncbench.session import Conclusion
 
 MODES = ("concurrency", "rate")
 BRACKET = 1.10  # the search stops when the failing level is within 10 % of the passing one
@@ -32,40 +41,28 @@ FIRST_PROBE_REQUESTS = 20
 MAX_PROBE_REQUESTS = 1_000_000
 
 
-def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
-    from asyncbench import plots
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
-    return [plots.find_chart(run, out_dir)]
-
-
-def _summary(run: Any) -> list[Any]:
-    from rich.text import Text
-
-    from asyncbench import report
-
-    rows = run.rows()
-    unit = "req/s" if run.setting("mode", "concurrency") == "rate" else "in flight"
-
-    def probe(key: str) -> Any | None:
-        found = run.meta.get(key)
-        level = found.get("level") if isinstance(found, dict) else None
-        return next((r for r in rows if r.level == level and r.passed), None)
-
-    best, knee = probe("result"), probe("recommended")
-    objective = run.meta.get("objective", "")
-    shown: list[Any] = [report.find_table(rows, best, f"find: {len(rows)} probes ({objective})", unit, knee)]
-    if best is None:
-        shown.append(Text(f"not found: no level met the objective ({objective})", style="bold red"))
-    else:
-        shown.append(report.find_verdict(rows, best, knee or best, objective, unit, int(run.setting("max", 0))))
-    return shown
+    from asyncbench.load.driver import Driver
+    from asyncbench.results import Run
 
 
-EXPERIMENT = Experiment(
-    name="find", step="probe", completed_key="probes_completed",
-    required=(*LOAD_REQUIRED, "passed"), sort_by=(), charts=_charts,
-    axis_label="level probed", verdict_word="level", summary=_summary,
-)
+@dataclass
+class FindOptions:
+    slo_p99: Annotated[float, typer.Option(
+        "--slo-p99", help="The objective: p99 latency at most this, seconds.", show_default=False)]
+
+
+@dataclass
+class SearchOptions:
+    mode: Annotated[str, typer.Option(
+        "--mode", help="What to raise: concurrency (requests in flight, as semaphore) or rate (requests per second, "
+        "as rate).")] = "concurrency"
+    max_level: Annotated[int, typer.Option("--max", help="The highest level to probe.")] = 10_000
+    probe_duration: Annotated[float, typer.Option("--probe-duration", help="Seconds each probe runs, about.")] = 3.0
+    max_in_flight: Annotated[int, typer.Option(
+        "--max-in-flight", help="With --mode rate: requests out at once at most.")] = 10_000
 
 
 @dataclass
@@ -94,7 +91,7 @@ class FindConfig:
     probe_duration: float = 3.0
     max_in_flight: int = 10_000
     cooldown: float = 1.0
-    driver: Driver = field(default_factory=Driver)  # where the load is made
+    driver: Driver | None = None  # where the load is made (None: in this process)
 
 
 @dataclass
@@ -136,9 +133,11 @@ def most_probes(max_level: int) -> int:
 
 async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
     """Search up, then bisect; report every probe as it finishes."""
-    from asyncbench.rates import summarize_rate
+    from asyncbench.load.driver import Driver
+    from asyncbench.metrics import LevelRecorder, latency_quantiles, summarize
+    from asyncbench.rates import RateRecorder, summarize_rate
 
-    driver = config.driver
+    driver = config.driver or Driver()
     probes: list[ProbeResult] = []
     last: tuple[int, float] | None = None  # the last probe's level and throughput
 
@@ -153,8 +152,9 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
             total = max(1, round(level * config.probe_duration))
             step = f"probe {level:,}/s"
             events.started(step, total, lambda r=recorder: driver.progress(r))
-            facts = await driver.open(step, config.request, level, total, "constant", config.max_in_flight, 0,
-                                      recorder)  # type: ignore[arg-type]
+            facts = await driver.open(step, config.request, rate=level, total=total, arrivals="constant",
+                                      max_in_flight=config.max_in_flight, seed=0,
+                                      recorder=recorder)  # type: ignore[arg-type]
             stats = summarize_rate(level, total / level, recorder, facts)  # type: ignore[arg-type]
             row: ConcurrencyProbe | RateProbe = RateProbe(**asdict(stats), passed=False, reason="")
         else:
@@ -166,7 +166,8 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
             events.started(step, total, lambda r=recorder: driver.progress(r))
             # No new request after the probe's duration: a silent target times out one request
             # per worker, not a whole probe's worth one after another.
-            facts = await driver.closed(step, config.request, level, total, True, recorder, config.probe_duration)
+            facts = await driver.closed(step, config.request, level, total, recorder, bounded=True,
+                                        duration=config.probe_duration)
             stats = summarize(EXPERIMENT.name, level, [(recorder, facts)])
             row = ConcurrencyProbe(**asdict(stats), passed=False, reason="")
         incomplete = driver.failures[failures_before:]
@@ -244,3 +245,223 @@ def knee_bracket(results: list[ProbeResult]) -> tuple[int, int] | None:
         return None
     low = max(below)
     return (low, high) if high > low * BRACKET and high - low > 1 else None
+
+
+def command(target: Target, objective: FindOptions, floor: Floor, options: SearchOptions, request: Request,
+            cooldown: Cooldown, connection: Connection, scale: Scale, outputs: Outputs, thresholds: Thresholds,
+            server: Server) -> None:
+    """The most load the target sustains within an objective (p99, success rate).
+
+    Doubles the level until a probe misses the objective, then bisects until the answer is
+    bracketed to 10 %; every probe is kept as evidence. Exit 3 when no level meets it.
+    """
+    check_range("--slo-p99", objective.slo_p99, 0, low_inclusive=False)
+    if options.mode not in MODES:
+        raise UsageError(f"invalid --mode {options.mode!r}: expected {' or '.join(MODES)}")
+    check_range("--max", options.max_level, 1, 1_000_000)
+    check_range("--probe-duration", options.probe_duration, 0, 600, low_inclusive=False)
+    check_range("--max-in-flight", options.max_in_flight, 1, 1_000_000)
+    setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
+                       outputs=outputs, thresholds=thresholds, server=server)
+    config = FindConfig(setup.spec, objective.slo_p99, min_success=setup.min_success, mode=options.mode,
+                        max_level=options.max_level, probe_duration=options.probe_duration,
+                        max_in_flight=options.max_in_flight, cooldown=setup.cooldown, driver=setup.driver)
+    settings = {"mode": options.mode, "max": options.max_level, "probe_duration_s": options.probe_duration,
+                "max_in_flight": options.max_in_flight, "cooldown_s": setup.cooldown}
+    setup.run(FindPlan(setup.spec, settings, config, setup.loop), target.url)
+
+
+# --- its plan, table, verdict and chart -------------------------------------------------------
+
+
+class FindPlan(LoadPlan):
+    """The search for the most load within an objective: a row per probe, in the order run."""
+
+    def __init__(self, spec: RequestSpec, settings: dict[str, Any], config: FindConfig, loop: str) -> None:
+        self.find_config = config
+        super().__init__(EXPERIMENT, spec, min_success=config.min_success, settings=settings,
+                         levels=[config.max_level], run=lambda spec, steps: run(config, steps), loop=loop,
+                         driver=config.driver)
+        self.total_steps = most_probes(config.max_level)
+
+    def check(self, console: Console) -> None:
+        cfg = self.find_config
+        probes = self.total_steps
+        typical = probes * (cfg.probe_duration + cfg.cooldown)
+        # A probe sends nothing new after its duration; what is in flight then ends within the timeout.
+        worst = probes * (cfg.probe_duration + cfg.cooldown + cfg.request.timeout)
+        console.print(f"find: at most {probes} probes of about {cfg.probe_duration:g} s each, {cfg.cooldown:g} s "
+                      f"apart (up to ~{typical:,.0f} s; at most ~{worst:,.0f} s if requests time out), "
+                      f"levels 1 to {cfg.max_level:,}", soft_wrap=True)
+        if cfg.mode == "concurrency":
+            super().check(console)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "slo_p99_s": self.find_config.slo_p99}
+
+    @property
+    def row_type(self) -> type:
+        return RateProbe if self.find_config.mode == "rate" else ConcurrencyProbe
+
+    def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
+        r = result.stats
+        unit = "/s" if self.find_config.mode == "rate" else ""
+        verdict = "met" if r.passed else f"missed: {r.reason}"
+        p99 = report.fmt_ms(r.ok_latency_p99_s) if r.successes else "-"
+        return (f"probe {done}: level {r.level:,}{unit}: goodput {report.fmt_rate(r.goodput_rps)} req/s, "
+                f"ok p99 {p99} ms, {report.fmt_pct(r.success_rate)} % ok — {verdict}"), None
+
+    def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
+        from rich.text import Text
+
+        cfg = self.find_config
+        best = answer(results)
+        knee = recommended(results)
+        rows = [r.stats for r in results]
+        objective = f"p99 ≤ {cfg.slo_p99 * 1000:g} ms at ≥ {cfg.min_success * 100:g} % success"
+        unit = "req/s" if cfg.mode == "rate" else "in flight"
+
+        def facts(probe: Any) -> dict[str, Any] | None:
+            return None if probe is None else {"level": probe.stats.level, "goodput_rps": probe.stats.goodput_rps,
+                                               "latency_p99_s": probe.stats.ok_latency_p99_s}
+
+        metadata = {"result": facts(best), "recommended": facts(knee), "objective": objective, "rounds": {},
+                    "warnings": []}
+        notes: list[str] = metadata["warnings"]
+        failed = self.shard_facts(metadata, notes)
+        title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} probes ({objective})"
+        shown: list[RenderableType] = [find_table(rows, None if best is None else best.stats, title, unit,
+                                                         None if knee is None else knee.stats)]
+        missed = None
+        if best is None:
+            missed = f"no level met the objective ({objective})"
+            shown.append(Text(f"not found: {missed}; the lowest probe, {rows[0].level:,} {unit}, missed it: "
+                              f"{rows[0].reason}" if rows else f"not found: {missed}", style="bold red"))
+        else:
+            shown.append(find_verdict(rows, best.stats, knee.stats, objective, unit, cfg.max_level))
+        self.gone_facts(metadata, shown)
+        block = report.warnings_block(notes)
+        if block is not None:
+            shown.append(block)
+        return Conclusion(metadata, shown, min_success=cfg.min_success,
+                          objective_missed=None if interrupted or self.gone else missed, failed=failed)
+
+
+def find_table(rows: Sequence[Any], best: Any | None, title: str, unit: str, knee: Any | None = None) -> report.FitTable:
+    """Every probe in the order it ran: its level, goodput, p50, p99 (of the successes), success,
+    and the judgement; ★ marks the most within the objective, ◆ the knee (recommended)."""
+    table = report.FitTable(title)
+    table.add_column("#", justify="right")
+    table.add_column(f"level\n{unit}", justify="right")
+    for header in ("goodput\nreq/s", "ok p50\nms", "ok p99\nms", "ok\n%"):
+        table.add_column(header, justify="right")
+    table.add_column("objective", justify="left", wrap=True)
+    for i, r in enumerate(rows, 1):
+        is_best = best is not None and r is best
+        is_knee = knee is not None and r is knee
+        name = report.row_name(f"{r.level:,}", is_best, r.client_limited)
+        if is_knee:
+            name = f"{report.KNEE_MARK} {name}"
+        table.add_row(str(i), name, report.fmt_rate(r.goodput_rps), report.ok_ms(r, "p50"), report.ok_ms(r, "p99"),
+                      report.fmt_pct(r.success_rate), "met" if r.passed else f"missed: {r.reason}",
+                      style="bold green" if is_best or is_knee else (None if r.passed else "red"))
+    marks = [f"{report.SWEET_MARK} the most within the objective"]
+    if knee is not None:
+        marks.append(f"{report.KNEE_MARK} recommended: the knee, the lowest level within 5 % of the best goodput")
+    table.caption = "; ".join(marks) + "; ok p50, ok p99: successful requests only"
+    return table
+
+
+def find_verdict(rows: Sequence[Any], best: Any, knee: Any, objective: str, unit: str, max_level: int) -> Text:
+    """The knee first (what to run at), then how far the objective holds and what lies past it."""
+    p99 = report.ok_latency(best, "p99")
+    if knee.level == best.level:
+        line = Text(f"recommended: {knee.level:,} {unit} — {report.fmt_rate(knee.goodput_rps)} req/s at p99 "
+                    f"{report.fmt_ms(p99)} ms: the most that met {objective}, and no lower level came within 5 % "
+                    "of its goodput", style="bold green")
+    else:
+        knee_p99 = report.ok_latency(knee, "p99")
+        ratio = p99 / knee_p99 if knee_p99 > 0 else float("inf")
+        gain = best.goodput_rps / knee.goodput_rps - 1 if knee.goodput_rps else 0.0
+        more = f"{gain * 100:+.0f} % goodput" if abs(gain) >= 0.005 else "no more goodput"
+        line = Text(f"recommended: {knee.level:,} {unit} — {report.fmt_rate(knee.goodput_rps)} req/s at p99 "
+                    f"{report.fmt_ms(knee_p99)} ms; the objective holds up to {best.level:,} {unit}, with {ratio:.1f}× "
+                    f"the latency for {more}", style="bold green")
+    above = [r for r in rows if r.level > best.level and not r.passed]
+    if above:
+        nearest = min(above, key=lambda r: r.level)
+        line.append(f"\n{best.level:,} {unit} is the edge, with no headroom: {nearest.level:,} {unit} missed it: "
+                    f"{nearest.reason}", style="yellow")
+    elif best.level >= max_level:
+        line.append(f"\nstill met at --max {max_level:,}: the limit is higher", style="yellow")
+    return line
+
+
+def find_chart(run: Run, out_dir: Path) -> Path:
+    """The probes of a search: p99 of the successes by level probed, met or missed, with the
+    objective, the most within it (found) and the knee (recommended) drawn."""
+    from asyncbench import plots
+
+    df = run.frame
+    fig, ax = plots.plt.subplots()
+    passed = df["passed"].astype(str).str.lower() == "true"
+    p99 = (df["ok_latency_p99_s"] if "ok_latency_p99_s" in df else df["latency_p99_s"]) * 1000
+    order = df["level"].argsort()
+    ax.plot(df["level"].iloc[order], p99.iloc[order], color="#999999", linestyle=":", linewidth=1)
+    ax.scatter(df["level"][passed], p99[passed], marker="o", color=plots.GREEN, s=50,
+               zorder=3, label="met the objective")
+    ax.scatter(df["level"][~passed], p99[~passed], marker="X", color=plots.VERMILLION, s=60,
+               zorder=3, label="missed it")
+    for i, (x, y) in enumerate(zip(df["level"], p99, strict=True), 1):
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="#444444")
+    slo = run.setting("slo_p99_s", None)
+    if isinstance(slo, (int, float)):
+        ax.axhline(slo * 1000, color=plots.VERMILLION, linestyle="--", linewidth=1, label=f"--slo-p99 ({slo * 1000:g} ms)")
+    result = run.meta.get("result")
+    if isinstance(result, dict) and "level" in result:
+        ax.axvline(int(result["level"]), color=plots.GREEN, linestyle=":", linewidth=1.5,
+                   label=f"found (most within it): {int(result['level']):,}")
+    knee = run.meta.get("recommended")
+    if isinstance(knee, dict) and "level" in knee:
+        ax.axvline(int(knee["level"]), color=plots.BLUE, linestyle="--", linewidth=1.5,
+                   label=f"recommended (the knee): {int(knee['level']):,}")
+    ax.set_ylabel("p99 latency of successes (ms)")
+    mode = run.setting("mode", "concurrency")
+    plots.level_axis(ax, df["level"], "offered rate (requests per second)" if mode == "rate"
+                else "concurrency (requests in flight)")
+    plots.log_y(ax)
+    ax.legend(loc="upper left", fontsize=9)
+    plots.title(fig, "The search: probes in order", run)
+    return plots.save(fig, out_dir, f"{run.stem}-probes")
+
+
+def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
+    return [find_chart(run, out_dir)]
+
+
+def _summary(run: Any) -> list[Any]:
+    rows = run.rows()
+    unit = "req/s" if run.setting("mode", "concurrency") == "rate" else "in flight"
+
+    def probe(key: str) -> Any | None:
+        found = run.meta.get(key)
+        level = found.get("level") if isinstance(found, dict) else None
+        return next((r for r in rows if r.level == level and r.passed), None)
+
+    best, knee = probe("result"), probe("recommended")
+    objective = run.meta.get("objective", "")
+    shown: list[Any] = [find_table(rows, best, f"find: {len(rows)} probes ({objective})", unit, knee)]
+    if best is None:
+        shown.append(Text(f"not found: no level met the objective ({objective})", style="bold red"))
+    else:
+        shown.append(find_verdict(rows, best, knee or best, objective, unit, int(run.setting("max", 0))))
+    return shown
+
+
+EXPERIMENT = Experiment(
+    name="find", step="probe", completed_key="probes_completed",
+    required=(*LOAD_REQUIRED, "passed"), sort_by=(), charts=_charts,
+    axis_label="level probed", verdict_word="level", summary=_summary, command=command,
+)
+
+

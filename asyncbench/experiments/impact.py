@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 # Imported here, before any way is measured, so that no way's memory counts loading a library.
-from asyncbench.client import AsyncHttpClient
 
 WAYS = ("asyncio", "thread-per-request", "default-pool")
 _STATUS = Path("/proc/self/status")
@@ -116,6 +115,8 @@ def _blocking_get(url: str, timeout: float) -> str | None:
 
 
 def _asyncio_way(url: str, n: int, timeout: float) -> list[str | None]:
+    from asyncbench.client import AsyncHttpClient
+
     async def main() -> list[str | None]:
         async with AsyncHttpClient(max_concurrency=None, timeout=timeout, keep_body=False) as client:
             results = await asyncio.gather(*(client.fetch(url) for _ in range(n)))

@@ -10,53 +10,68 @@ by batch size × concurrency, never by the input's size.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import json
+import os
 import random
 import re
 import time
 import tracemalloc
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
-from asyncbench.client import AsyncHttpClient, FetchResult
+import typer
+
+from asyncbench import report
+from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import Experiment, StepEvents
-from asyncbench.metrics import LatencyHistogram, fmt_mb
-from asyncbench.results import WholeLines
-from asyncbench.system import PeakRss
+from asyncbench.groups import REQUEST, Defaults, Only, Outputs, Request, Server, Thresholds, check_loop
+from asyncbench.options import check_range, check_readable_file, parse_headers, parse_int_list
+from asyncbench.redact import redact_header, redact_url
+from asyncbench.session import Conclusion, PlanDefaults, check_output_file
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from asyncbench.client import FetchResult
+    from asyncbench.load.spec import RequestSpec
+    from asyncbench.results import ResultsWriter, Run, WholeLines
+    from asyncbench.session import Steps
 
 
-def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
-    from asyncbench import plots
+@dataclass
+class PipelineOptions:
+    url: Annotated[str | None, typer.Argument(
+        metavar="URL", help="Embedding API URL (loopback). Omitted: the embedded server's /embed.",
+        show_default=False)] = None
+    input_file: Annotated[Path | None, typer.Option("--input", help="Text file to ingest.", show_default=False)] = None
+    generate_mb: Annotated[str | None, typer.Option(
+        "--generate-mb", help="Synthetic input of this many MB (comma list: one run per size). Default 1 without "
+        "--input.", show_default=False)] = None
+    chunk_bytes: Annotated[int, typer.Option(
+        "--chunk-bytes", help="Chunk size in bytes (UTF-8 characters are never split).")] = 1024
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes, comma-separated.")] = "50"
+    concurrency: Annotated[str, typer.Option("--concurrency", help="Requests in flight, comma-separated.")] = "25"
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="JSONL file for the results (only when one combination runs).", show_default=False)] = None
 
-    return plots.pipeline_charts(run, out_dir)
 
-
-def _summary(run: Any) -> list[Any]:
-    from asyncbench import report
-
-    rows = run.rows()
-    findings = run.meta.get("findings")
-    return [report.pipeline_table(rows, f"pipeline: {len(rows)} runs"),
-            *(str(f) for f in (findings if isinstance(findings, list) else []))]
+@dataclass
+class PipelineRun:
+    cooldown: Annotated[float, typer.Option(
+        "--cooldown", help="Pause between runs (one per batch size and concurrency), seconds, so the target drains.",
+        rich_help_panel=REQUEST)] = 1.0
+    loop: Annotated[str, typer.Option(
+        "--loop", help="Event loop of the load generator: asyncio or uvloop.", rich_help_panel=REQUEST)] = "asyncio"
 
 
 _perf = time.perf_counter
 _WHITESPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
-
-
-EXPERIMENT = Experiment(
-    name="pipeline", completed_key="pairs_completed", step="run",
-    required=("experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
-              "throughput_cps", "peak_traced_mb", "peak_rss_mb"),
-    sort_by=("input_mb", "batch_size", "concurrency"), charts=_charts,
-    row_keys=("input_mb", "batch_size", "concurrency"), summary=_summary,
-)
-
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -196,6 +211,11 @@ async def run_pair(
     output: Path, input_mb: float, progress: list[int],
 ) -> PairResult:
     """Stream `source` through the pipeline once; each result goes to `output` as it completes."""
+    from asyncbench.client import AsyncHttpClient
+    from asyncbench.metrics import LatencyHistogram
+    from asyncbench.results import WholeLines
+    from asyncbench.system import PeakRss
+
     rss = PeakRss()
     tracing = tracemalloc.is_tracing()
     if not tracing:
@@ -277,7 +297,7 @@ async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
                     await asyncio.sleep(config.cooldown)
                 progress = [0]
                 expected = -(-source.stat().st_size // config.chunk_bytes)
-                events.started(f"{fmt_mb(size_mb)} MB, batch {batch_size}, concurrency {concurrency}", expected,
+                events.started(f"{report.fmt_mb(size_mb)} MB, batch {batch_size}, concurrency {concurrency}", expected,
                                lambda progress=progress: progress[0])
                 result = await run_pair(
                     config.request, source, config.chunk_bytes, batch_size, concurrency,
@@ -286,3 +306,292 @@ async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
                 results.append(result)
                 events.finished(result)
     return results
+
+
+def command(options: PipelineOptions, request: Annotated[Request, Only("retries", "timeout", "header"), Defaults(retries=3)],
+            run_options: PipelineRun, outputs: Outputs, thresholds: Thresholds, server: Server) -> None:
+    """Stream a file in chunks to an embedding API in batches, in flat memory (Lab 2.5).
+
+    Every (batch size, concurrency) pair runs; results stream to a JSONL file per pair.
+    """
+    input_file, generate_mb, output = options.input_file, options.generate_mb, options.output
+    if input_file is not None and generate_mb is not None:
+        raise UsageError("use --input FILE or --generate-mb N, not both")
+    check_range("--chunk-bytes", options.chunk_bytes, 4, 16 * 1024 * 1024)
+    batch_list = parse_int_list("--batch-sizes", options.batch_sizes, maximum=100_000)
+    conc_list = parse_int_list("--concurrency", options.concurrency, maximum=10_000)
+    check_range("--retries", request.retries, 0, 100)
+    timeout = request.check_timeout()
+    check_range("--cooldown", run_options.cooldown, 0, 600)
+    if input_file is not None:
+        try:
+            check_readable_file(input_file)
+            if not os.access(input_file, os.R_OK):
+                raise PermissionError(errno.EACCES, "permission denied")
+        except OSError as exc:
+            raise UsageError(f"cannot read --input {str(input_file)!r}: {exc.strerror or exc}") from None
+    req = PipelineRequest(
+        input_file=input_file,
+        sizes=_parse_sizes(generate_mb) if generate_mb is not None else ([] if input_file else [1.0]),
+        chunk_bytes=options.chunk_bytes, batch_sizes=batch_list, concurrency=conc_list, output=output,
+        headers=parse_headers(request.header), timeout=timeout, retries=request.retries, cooldown=run_options.cooldown,
+    )
+    if output is not None and req.runs > 1:
+        raise UsageError(f"--output {str(output)!r} takes one run, but {req.runs} combinations were asked for")
+    if output is not None:
+        check_output_file(output, "--output")
+    config = server.config()
+    folders = outputs.outputs()
+    plan = PipelinePlan(req, folders.results_dir, options.url is None, check_loop(run_options.loop))
+    from asyncbench import session
+
+    session.run(plan, options.url, config, folders, thresholds.expressions())
+
+
+def _parse_sizes(text: str) -> list[float]:
+    sizes: list[float] = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(f"invalid --generate-mb value {item.strip()!r} in {text!r}: expected sizes in MB") from None
+        check_range("--generate-mb", value, 0, 4096, low_inclusive=False)
+        sizes.append(value)
+    return sorted(set(sizes))
+
+
+# --- its plan, table, findings and charts -------------------------------------------------------
+
+
+@dataclass
+class PipelineRequest:
+    """The validated settings of one `pipeline` command."""
+
+    input_file: Path | None
+    sizes: list[float]  # --generate-mb sizes (empty with --input)
+    chunk_bytes: int
+    batch_sizes: list[int]
+    concurrency: list[int]
+    output: Path | None
+    headers: dict[str, str]
+    timeout: float
+    retries: int
+    cooldown: float
+
+    @property
+    def runs(self) -> int:
+        return (1 if self.input_file else len(self.sizes)) * len(self.batch_sizes) * len(self.concurrency)
+
+
+class PipelinePlan(PlanDefaults):
+    """Stream the input(s) through every (batch size, concurrency) pair; a row per pair."""
+
+    blocking = False
+    live = True
+    latency_file = False
+
+    def __init__(self, req: PipelineRequest, results_dir: Path, embedded: bool, loop: str) -> None:
+        self.experiment = EXPERIMENT
+        self.req = req
+        self.results_dir = results_dir
+        self.embedded = embedded
+        self.loop = loop
+        self.total_steps = req.runs
+        self.inputs: list[tuple[Path, float]] = []
+        self.endpoint = ""
+        self.output_for: dict[tuple[float, int, int], Path] = {}
+
+    def bind(self, target_url: str, scratch: Path) -> RequestSpec:
+        from asyncbench.load.spec import RequestSpec
+
+        req = self.req
+        self.endpoint = target_url.rstrip("/") + "/embed" if self.embedded else target_url
+        if req.input_file is not None:
+            self.inputs.append((req.input_file, req.input_file.stat().st_size / (1024 * 1024)))
+        for size in req.sizes:
+            path = scratch / f"generated-{size:g}mb.txt"
+            generate_text(path, size)
+            self.inputs.append((path, size))
+        return RequestSpec(url=self.endpoint, method="POST", headers={**req.headers, "Content-Type": "application/json"},
+                           data=b'{"id": -1, "text": "asyncbench pre-flight"}', timeout=req.timeout)
+
+    def config(self) -> dict[str, Any]:
+        req = self.req
+        return {
+            "input": str(req.input_file) if req.input_file else None,
+            "generate_mb": req.sizes or None,
+            "chunk_bytes": req.chunk_bytes, "batch_sizes": req.batch_sizes, "concurrency": req.concurrency,
+            "retries": req.retries, "timeout_s": req.timeout, "cooldown_s": req.cooldown, "loop": self.loop,
+            "headers": [redact_header(f"{k}: {v}") for k, v in req.headers.items()],
+        }
+
+    @property
+    def row_type(self) -> type:
+        return PairResult
+
+    def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
+        req = self.req
+        for _, size in self.inputs:
+            for b in req.batch_sizes:
+                for c in req.concurrency:
+                    suffix = f"-{size:g}mb" if len(self.inputs) > 1 else ""
+                    self.output_for[(size, b, c)] = req.output or self.results_dir / f"{writer.stem}{suffix}-b{b}-c{c}.jsonl"
+        config = PipelineConfig(
+            request=PipelineSpec(url=self.endpoint, headers=req.headers, timeout=req.timeout, retries=req.retries),
+            inputs=self.inputs, chunk_bytes=req.chunk_bytes, batch_sizes=req.batch_sizes,
+            concurrency=req.concurrency, output_for=self.output_for, cooldown=req.cooldown,
+        )
+        return run(config, steps)
+
+    def rows(self, result: Any) -> list[dict[str, Any]]:
+        return [asdict(result)]
+
+    def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
+        return (f"batch {result.batch_size}, concurrency {result.concurrency}, "
+                f"{report.fmt_mb(result.input_mb)} MB done: {result.chunks:,} chunks, "
+                f"{result.throughput_cps:,.1f} chunks/s, {result.success_rate * 100:.1f} % ok, "
+                f"peak traced {result.peak_traced_mb:.2f} MB ({done} of {self.total_steps} runs)"), None
+
+    def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
+        req = self.req
+        findings = pipeline_findings(results)
+        metadata = {"findings": findings, "outputs": [str(p) for p in self.output_for.values()]}
+        source = f"{req.input_file}" if req.input_file else "generated text"
+        target = "embedded server /embed" if self.embedded else redact_url(self.endpoint)
+        shown: list[RenderableType] = [pipeline_table(
+            results, f"pipeline: {source} → {target}{' — interrupted' if interrupted else ''}")]
+        shown += findings
+        if results and not findings:
+            best = max(results, key=lambda r: r.throughput_cps)
+            shown.append(f"{best.chunks:,} chunks in {best.elapsed_s:.1f} s at {best.success_rate * 100:.1f} % success; "
+                         f"peak traced memory {best.peak_traced_mb:.2f} MB above baseline")
+        return Conclusion(metadata, shown, files=sorted({Path(r.output) for r in results}))
+
+
+def pipeline_findings(rows: Sequence[Any]) -> list[str]:
+    """What the pipeline sweeps show about memory: flat across input sizes and batch sizes,
+    growing with concurrency. Each finding compares rows that differ in one setting only."""
+    findings: list[str] = []
+
+    names = {"input_mb": ("input", " MB"), "batch_size": ("batch size", ""), "concurrency": ("concurrency", "")}
+
+    def compare(axis: str) -> None:
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        others = [a for a in names if a != axis]
+        for r in rows:
+            groups.setdefault(tuple(getattr(r, a) for a in others), []).append(r)
+        swept = {k: g for k, g in groups.items() if len(g) > 1}
+        if not swept:
+            return
+        # At the largest other settings: there a change in this one has the most room to show
+        # (concurrency above the batch size, say, cannot take effect).
+        key = max(swept)
+        group = sorted(swept[key], key=lambda r: getattr(r, axis))
+        lo, hi = group[0], group[-1]
+        x_lo, x_hi = getattr(lo, axis), getattr(hi, axis)
+        label, unit = names[axis]
+        at = ", ".join(f"{names[a][0]} {report.fmt_mb(v) if a == 'input_mb' else f'{v:g}'}{names[a][1]}"
+                       for a, v in zip(others, key, strict=True))
+        change = (hi.peak_traced_mb / lo.peak_traced_mb) if lo.peak_traced_mb > 0 else float("inf")
+        findings.append(
+            f"{label} {x_lo:g}{unit} → {x_hi:g}{unit} (×{x_hi / x_lo:g}, at {at}): peak traced memory "
+            f"{lo.peak_traced_mb:.2f} → {hi.peak_traced_mb:.2f} MB (×{change:.2f}), "
+            f"throughput {lo.throughput_cps:,.0f} → {hi.throughput_cps:,.0f} chunks/s"
+        )
+
+    for axis in names:
+        compare(axis)
+    return findings
+
+
+def pipeline_table(rows: Sequence[Any], title: str) -> report.FitTable:
+    """One row per (input, batch size, concurrency): throughput and memory."""
+    table = report.FitTable(title, keys=3)
+    for header in ("input\nMB", "batch", "conc.", "chunks", "ok\n%", "chunks\n/s", "p50\nms",
+                   "p99\nms", "traced\nMB", "RSS\nMB"):
+        table.add_column(header, justify="right")
+    for r in rows:
+        table.add_row(
+            report.fmt_mb(r.input_mb), f"{r.batch_size:,}", f"{r.concurrency:,}", f"{r.chunks:,}",
+            report.fmt_pct(r.success_rate), report.fmt_rate(r.throughput_cps), report.fmt_ms(r.latency_p50_s),
+            report.fmt_ms(r.latency_p99_s), f"{r.peak_traced_mb:.2f}", f"{r.peak_rss_mb:.1f}",
+            style=None if r.success_rate == 1.0 else "red",
+        )
+    return table
+
+
+_PIPELINE_AXES = {
+    "input_mb": ("input size (MB)", "input"),
+    "batch_size": ("batch size (chunks)", "batch"),
+    "concurrency": ("concurrency (requests in flight)", "concurrency"),
+}
+
+
+def pipeline_sweep_chart(run: Run, out_dir: Path, axis: str) -> Path:
+    """Throughput and peak traced memory against one setting, a line per value of the others."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    from asyncbench import plots
+
+    df = run.frame
+    xlabel, chart = _PIPELINE_AXES[axis]
+    others = [a for a in _PIPELINE_AXES if a != axis]
+    fig, (left, right) = plots.plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, (key, group) in enumerate(df.groupby(others, sort=True)):
+        group = group.sort_values(axis)
+        label = ", ".join(f"{_PIPELINE_AXES[a][1]} {report.fmt_mb(v) + ' MB' if a == 'input_mb' else f'{v:g}'}"
+                          for a, v in zip(others, key, strict=True))
+        style = dict(marker=plots.MARKERS[i % len(plots.MARKERS)], color=plots.CYCLE[i % len(plots.CYCLE)], label=label)
+        left.plot(group[axis], group["throughput_cps"], **style)
+        right.plot(group[axis], group["peak_traced_mb"], **style)
+    for ax in (left, right):
+        values = sorted(df[axis].unique())
+        if len(values) > 1 and values[-1] / values[0] >= 4:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(values))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: report.fmt_mb(v) if axis == "input_mb" else plots.thousands(v)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        plots.plain_y(ax)
+        ax.set_xlabel(xlabel)
+    # Start at zero (flat must look flat) with headroom above the highest point.
+    left.set_ylim(0, max(df["throughput_cps"].max(), 1e-9) * 1.15)
+    right.set_ylim(0, max(df["peak_traced_mb"].max(), 1e-9) * 1.15)
+    left.set_ylabel("throughput (chunks per second)")
+    right.set_ylabel("peak traced memory above baseline (MB)")
+    right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.suptitle(f"Pipeline throughput and memory vs {xlabel.split(' (')[0]}", fontsize=12,
+                 fontweight="bold", x=0.01, ha="left")
+    fig.text(0.01, 0.925, f"{plots.target_label(run.meta)} · {run.stem}", fontsize=8.5, color="#444444", ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return plots.save(fig, out_dir, f"{run.stem}-{chart}")
+
+
+def pipeline_charts(run: Run, out_dir: Path) -> list[Path]:
+    """The lab's sweeps: one chart per setting that varied (batch size, concurrency, input size).
+    A setting that did not vary would draw one dot: none is drawn."""
+
+    swept = [a for a in _PIPELINE_AXES if run.frame[a].nunique() > 1]
+    return [pipeline_sweep_chart(run, out_dir, axis) for axis in swept]
+
+
+def _charts(run: Any, out_dir: Path, min_success: float | None) -> list[Path]:
+    return pipeline_charts(run, out_dir)
+
+
+def _summary(run: Any) -> list[Any]:
+    rows = run.rows()
+    findings = run.meta.get("findings")
+    return [pipeline_table(rows, f"pipeline: {len(rows)} runs"),
+            *(str(f) for f in (findings if isinstance(findings, list) else []))]
+
+
+EXPERIMENT = Experiment(
+    name="pipeline", completed_key="pairs_completed", step="run",
+    required=("experiment", "input_mb", "batch_size", "concurrency", "chunks", "success_rate",
+              "throughput_cps", "peak_traced_mb", "peak_rss_mb"),
+    sort_by=("input_mb", "batch_size", "concurrency"), charts=_charts,
+    row_keys=("input_mb", "batch_size", "concurrency"), summary=_summary, command=command,
+)
+
+
+

@@ -6,26 +6,42 @@ for its slot is recorded apart from its latency on the wire (queue_wait_mean_s).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
-from asyncbench.experiments.descriptor import StepEvents, load_sweep
-from asyncbench.experiments.load import LevelResult, RequestSpec, run_sweep
-from asyncbench.shards import Driver
+import typer
+
+from asyncbench.experiments.descriptor import StepEvents
+from asyncbench.experiments.sweep import LoadPlan, load_setup, load_sweep, run_sweep
+from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Rounds, Scale, Server, Target, Thresholds
+from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
+
+if TYPE_CHECKING:
+    from asyncbench.experiments.sweep import LevelResult
+    from asyncbench.load.driver import Driver
+    from asyncbench.load.spec import RequestSpec
 
 DEFAULT_LIMITS = (10, 25, 50, 100, 200, 500)
 DEFAULT_REQUESTS = 1000
-EXPERIMENT = load_sweep("semaphore", step="limit", axis_label="semaphore limit (requests in flight)",
-                        verdict_word="limit", queue_wait=True, collapses=False)
+
+
+@dataclass
+class SemaphoreOptions:
+    limits: Annotated[str, typer.Option("--limits", help="Semaphore limits, comma-separated.")] = (
+        ",".join(str(limit) for limit in DEFAULT_LIMITS))
+    requests: Annotated[int, typer.Option(
+        "--requests", help="Requests per limit, all submitted at once.")] = DEFAULT_REQUESTS
 
 
 @dataclass
 class SemaphoreConfig:
     request: RequestSpec
     limits: list[int]
+    driver: Driver  # where the load is made
     requests: int = DEFAULT_REQUESTS
     rounds: int = 1
     cooldown: float = 1.0
-    driver: Driver = field(default_factory=Driver)  # where the load is made
 
 
 async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
@@ -36,3 +52,32 @@ async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
         bounded=True, rounds=config.rounds, cooldown=config.cooldown, events=events,
         driver=config.driver,
     )
+
+
+def command(target: Target, options: SemaphoreOptions, rounds: Rounds, request: Request, cooldown: Cooldown,
+            connection: Connection, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
+            server: Server) -> None:
+    """Controlled concurrency: the same load through an asyncio.Semaphore of each limit.
+
+    Requests wait in the client for a slot (the wait is measured apart from latency) instead
+    of overloading the server: success stays at 100 %.
+    """
+    limits = parse_int_list("--limits", options.limits)
+    requests = options.requests
+    check_range("--requests", requests, 1, MAX_REQUESTS)
+    if limits[-1] > requests:
+        print(f"asyncbench: warning: --requests {requests} is below limit {limits[-1]:,}: "
+              f"at most {requests} requests can be in flight at once", file=sys.stderr)
+    n_rounds = rounds.value()
+    setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
+                       outputs=outputs, thresholds=thresholds, server=server)
+    config = SemaphoreConfig(setup.spec, limits, setup.driver, requests, n_rounds, setup.cooldown)
+    settings: dict[str, Any] = {"limits": limits, "requests": requests, "rounds": n_rounds,
+                                "cooldown_s": setup.cooldown}
+    plan = LoadPlan(EXPERIMENT, setup.spec, min_success=setup.min_success, settings=settings, levels=limits,
+                    run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver)
+    setup.run(plan, target.url)
+
+
+EXPERIMENT = load_sweep("semaphore", step="limit", axis_label="semaphore limit (requests in flight)",
+                        verdict_word="limit", queue_wait=True, collapses=False, command=command)

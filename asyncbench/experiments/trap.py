@@ -6,25 +6,42 @@ server sheds requests and the success rate collapses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
-from asyncbench.experiments.descriptor import StepEvents, load_sweep
-from asyncbench.experiments.load import LevelResult, RequestSpec, run_sweep
-from asyncbench.shards import Driver
+import typer
+
+from asyncbench.errors import UsageError
+from asyncbench.experiments.descriptor import StepEvents
+from asyncbench.experiments.sweep import LoadPlan, load_setup, load_sweep, run_sweep
+from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Rounds, Scale, Server, Target, Thresholds
+from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
+
+if TYPE_CHECKING:
+    from asyncbench.experiments.sweep import LevelResult
+    from asyncbench.load.driver import Driver
+    from asyncbench.load.spec import RequestSpec
 
 DEFAULT_LEVELS = (1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000)
-EXPERIMENT = load_sweep("trap", step="level", axis_label="concurrency (simultaneous requests)",
-                        verdict_word="concurrency", queue_wait=False, collapses=True)
+
+
+@dataclass
+class TrapOptions:
+    levels: Annotated[str, typer.Option("--levels", help="Concurrency levels, comma-separated.")] = (
+        ",".join(str(level) for level in DEFAULT_LEVELS))
+    requests_per_level: Annotated[int | None, typer.Option(
+        "--requests-per-level", help="Requests per level. Default: the level itself, one burst.",
+        show_default=False)] = None
 
 
 @dataclass
 class TrapConfig:
     request: RequestSpec
     levels: list[int]
+    driver: Driver  # where the load is made
     requests_per_level: int | None = None  # None: the level itself, one burst
     rounds: int = 1
     cooldown: float = 1.0
-    driver: Driver = field(default_factory=Driver)  # where the load is made
 
 
 async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
@@ -35,3 +52,33 @@ async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
         bounded=False, rounds=config.rounds, cooldown=config.cooldown, events=events,
         driver=config.driver,
     )
+
+
+def command(target: Target, options: TrapOptions, rounds: Rounds, request: Request, cooldown: Cooldown,
+            connection: Connection, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
+            server: Server) -> None:
+    """The concurrency trap: at each level, that many simultaneous requests with no limit.
+
+    Throughput climbs with the level until the server is full; then it sheds requests and the
+    success rate collapses.
+    """
+    levels = parse_int_list("--levels", options.levels)
+    per_level = options.requests_per_level
+    if per_level is not None:
+        check_range("--requests-per-level", per_level, 1, MAX_REQUESTS)
+        if per_level < levels[-1]:
+            raise UsageError(f"invalid --requests-per-level {per_level}: level {levels[-1]} needs at least "
+                             f"{levels[-1]} requests to have them all in flight at once")
+    n_rounds = rounds.value()
+    setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
+                       outputs=outputs, thresholds=thresholds, server=server)
+    config = TrapConfig(setup.spec, levels, setup.driver, per_level, n_rounds, setup.cooldown)
+    settings: dict[str, Any] = {"levels": levels, "requests_per_level": per_level, "rounds": n_rounds,
+                                "cooldown_s": setup.cooldown}
+    plan = LoadPlan(EXPERIMENT, setup.spec, min_success=setup.min_success, settings=settings, levels=levels,
+                    run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver)
+    setup.run(plan, target.url)
+
+
+EXPERIMENT = load_sweep("trap", step="level", axis_label="concurrency (simultaneous requests)",
+                        verdict_word="concurrency", queue_wait=False, collapses=True, command=command)

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from asyncbench.shards import ShardJob
+    from asyncbench.load.driver import ShardJob
 
 # How often a running shard says how far it got, and looks for a stop.
 PROGRESS_EVERY_S = 0.2
@@ -56,8 +56,8 @@ async def _until(moment: float) -> None:
 
 
 async def _shard(job: ShardJob, recorder: Any, channel: Channel, start_at: float) -> dict[str, Any]:
-    from asyncbench.experiments.load import run_round
-    from asyncbench.experiments.rate import offer
+    from asyncbench.load.closed import run_round
+    from asyncbench.load.open import offer
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -83,10 +83,11 @@ async def _shard(job: ShardJob, recorder: Any, channel: Channel, start_at: float
     try:
         await _until(start_at)
         if job.kind == "closed":
-            facts = await run_round(job.spec, job.concurrency, job.requests, job.bounded, recorder, job.duration)
+            facts = await run_round(job.spec, job.concurrency, job.requests, recorder, bounded=job.bounded,
+                                    duration=job.duration)
         else:
-            facts = await offer(job.spec, job.rate, job.total, job.arrivals, job.max_in_flight, recorder,
-                                random.Random(job.seed), job.phase_s)
+            facts = await offer(job.spec, job.rate, job.total, recorder, arrivals=job.arrivals,
+                                max_in_flight=job.max_in_flight, rng=random.Random(job.seed), phase_s=job.phase_s)
     except asyncio.CancelledError:
         if told_to_stop.is_set():
             return {"status": "stopped", "reason": "stopped"}

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asyncbench import signals
-from asyncbench.shards import ShardError
+from asyncbench.load.driver import ShardError
 
 if TYPE_CHECKING:
     from distributed import Future
 
-    from asyncbench.shards import ShardJob
+    from asyncbench.load.driver import ShardJob
 
 CONNECT_TIMEOUT_S = 5.0
 WORKERS_TIMEOUT_S = 30.0  # a scheduler just started may not have its workers yet
@@ -175,6 +175,6 @@ class _DaskChannel:
 
 def run_cluster_job(job: ShardJob, names: Names) -> dict[str, Any]:
     """The task a Dask worker runs: one shard."""
-    from asyncbench.shards.work import run_job
+    from asyncbench.load.work import run_job
 
     return run_job(job, _DaskChannel(names))

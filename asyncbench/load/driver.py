@@ -25,7 +25,7 @@ from asyncbench.errors import AsyncbenchError, UsageError
 from asyncbench.metrics import LevelRecorder, RoundFacts
 
 if TYPE_CHECKING:
-    from asyncbench.experiments.load import RequestSpec
+    from asyncbench.load.spec import RequestSpec
     from asyncbench.rates import RateRecorder
 
 # Shards start this long after the last one reported ready: time for the start message to
@@ -215,25 +215,25 @@ class Driver:
         """Requests of the round filling `recorder` that are done (or dropped) so far."""
         return recorder.done
 
-    async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
-                     recorder: LevelRecorder, duration: float | None = None) -> RoundFacts:
+    async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, recorder: LevelRecorder, *,
+                     bounded: bool, duration: float | None = None) -> RoundFacts:
         """One round of `concurrency` connections sending `requests` requests (none new after
         `duration` seconds, when given), into `recorder`."""
-        from asyncbench.experiments.load import run_round
+        from asyncbench.load.closed import run_round
 
-        return await run_round(spec, concurrency, requests, bounded, recorder, duration)
+        return await run_round(spec, concurrency, requests, recorder, bounded=bounded, duration=duration)
 
-    async def open(self, step: str, spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,
+    async def open(self, step: str, spec: RequestSpec, *, rate: float, total: int, arrivals: str, max_in_flight: int,
                    seed: int | None, recorder: RateRecorder) -> RoundFacts:
         """`total` requests offered at `rate` per second, into `recorder`."""
         import random
 
-        from asyncbench.experiments.rate import offer
+        from asyncbench.load.open import offer
 
         rng = self._rngs.get(seed)
         if rng is None:
             rng = self._rngs[seed] = random.Random(seed)
-        return await offer(spec, rate, total, arrivals, max_in_flight, recorder, rng)
+        return await offer(spec, rate, total, recorder, arrivals=arrivals, max_in_flight=max_in_flight, rng=rng)
 
 
 class ShardedDriver(Driver):
@@ -267,14 +267,15 @@ class ShardedDriver(Driver):
     def remote_hosts(self) -> list[str]:
         return remote_hosts(self._backend.addresses() if self._backend is not None else [])
 
-    async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, bounded: bool,
-                     recorder: LevelRecorder, duration: float | None = None) -> RoundFacts:
-        jobs = split_closed(spec, self.loop, concurrency, requests, bounded, self._workers(), duration)
+    async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, recorder: LevelRecorder, *,
+                     bounded: bool, duration: float | None = None) -> RoundFacts:
+        jobs = split_closed(spec, self.loop, concurrency, requests, bounded, self._workers(), duration=duration)
         return await self._round(step, jobs, recorder)
 
-    async def open(self, step: str, spec: RequestSpec, rate: float, total: int, arrivals: str, max_in_flight: int,
+    async def open(self, step: str, spec: RequestSpec, *, rate: float, total: int, arrivals: str, max_in_flight: int,
                    seed: int | None, recorder: RateRecorder) -> RoundFacts:
-        jobs = split_open(spec, self.loop, rate, total, arrivals, max_in_flight, seed, self._workers())
+        jobs = split_open(spec, self.loop, rate=rate, total=total, arrivals=arrivals, max_in_flight=max_in_flight,
+                          seed=seed, workers=self._workers())
         return await self._round(step, jobs, recorder)
 
     def _workers(self) -> int:
@@ -434,12 +435,12 @@ def make_driver(processes: int, cluster: str | None, loop: str) -> Driver:
             import distributed  # noqa: F401
         except ImportError:
             raise UsageError("--cluster needs Dask distributed: pip install 'asyncbench[cluster]'") from None
-        from asyncbench.shards.cluster import ClusterBackend
+        from asyncbench.load.cluster import ClusterBackend
 
         return ShardedDriver(lambda: ClusterBackend(address, local), loop,
                              {"processes": None, "cluster": cluster})
     if processes == 1:
         return Driver(loop)
-    from asyncbench.shards.processes import ProcessBackend
+    from asyncbench.load.processes import ProcessBackend
 
     return ShardedDriver(lambda: ProcessBackend(processes), loop, {"processes": processes, "cluster": None})

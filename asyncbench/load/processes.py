@@ -10,12 +10,12 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from asyncbench import signals
-from asyncbench.shards.work import run_job
+from asyncbench.load.work import run_job
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-    from asyncbench.shards import ShardJob
+    from asyncbench.load.driver import ShardJob
 
 
 class ProcessBackend:
