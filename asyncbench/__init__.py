@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from asyncbench.version import __version__
+
 __all__ = ["AsyncHttpClient", "FetchResult", "__version__"]
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ the command line's modules (typer, rich) are imported, which takes a good part o
 
 import os
 import signal
+import sys
 
 
 def _early(signum: int, frame: object) -> None:
@@ -16,6 +17,12 @@ def _early(signum: int, frame: object) -> None:
 def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _early)
+    if sys.argv[1:] == ["--version"]:
+        # Answered before the command line is built: that imports every experiment's options.
+        from asyncbench.version import __version__
+
+        print(f"asyncbench {__version__}")
+        return
     from asyncbench.cli import main as cli_main
 
     cli_main()

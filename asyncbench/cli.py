@@ -11,21 +11,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from asyncbench import __version__, groups
-from asyncbench.errors import AsyncbenchError, ExitCode, Interrupted, ObjectiveNotMet, TargetError, UsageError
-from asyncbench.options import (
-    check_range,
-    check_utf8_args,
-)
+from asyncbench import groups
+from asyncbench.errors import AsyncbenchError, ExitCode, Interrupted, ObjectiveNotMet
+from asyncbench.options import check_utf8_args
 from asyncbench.redact import redact_text
+from asyncbench.version import __version__
 
-if TYPE_CHECKING:
-    pass
 
 class _NoHelpMetavar:
     """`--help` is a flag: typer 0.2x would show it as `--help <bool>`."""
@@ -162,7 +158,6 @@ def compare(
     """
     from asyncbench.tools import compare_runs
 
-    check_range("--tolerance", tolerance, 0, 10)
     compare_runs(baseline, candidate, tolerance, None if no_plot else out, fail_on_regression)
 
 
@@ -181,34 +176,10 @@ def serve(
     stall: Annotated[float, typer.Option("--stall", help="Seconds the server freezes after --stall-after requests: a GC pause, a stop-the-world.")] = 0.5,
 ) -> None:
     """Run the embedded target server until Ctrl-C or SIGTERM."""
-    from asyncbench.server import ServerConfig, run_on_best_loop
-    from asyncbench.server import serve as run_server
+    from asyncbench.tools import serve_target
 
-    config = ServerConfig(
-        host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
-        error_rate=error_rate, rate_limit=rate_limit, seed=seed, stall_after=stall_after,
-        stall=stall if stall_after else 0.0,
-    )
-
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-    def ready(url: str) -> None:
-        limit = f", rate limit {rate_limit:g} req/s" if rate_limit else ""
-        print(
-            f"asyncbench serve: listening on {url}  (capacity {capacity}, queue {queue}, "
-            f"latency {latency:g} s ± {jitter:g}, error rate {error_rate:g}{limit})",
-            flush=True,
-        )
-        print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
-
-    try:
-        run_on_best_loop(run_server(config, ready))
-    except OSError as exc:
-        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    print("asyncbench serve: stopped", flush=True)
+    serve_target(host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
+                 error_rate=error_rate, rate_limit=rate_limit, seed=seed, stall_after=stall_after, stall=stall)
 
 
 def main() -> None:

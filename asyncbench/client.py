@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from asyncbench import __version__
 from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after
 from asyncbench.records import ERROR_KINDS, ErrorKind, FetchResult, error_kind
+from asyncbench.version import __version__
 
 __all__ = ["ERROR_KINDS", "AsyncHttpClient", "ErrorKind", "FetchResult", "parse_retry_after"]
 

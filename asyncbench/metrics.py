@@ -13,12 +13,13 @@ import math
 import statistics
 from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from asyncbench.records import ERROR_KINDS, FetchResult, format_statuses, parse_statuses
+from asyncbench.rows import LevelStats
 
 # Quantiles written to the -latency.csv for distribution charts.
 QUANTILES: tuple[float, ...] = (
@@ -306,56 +307,6 @@ class RoundFacts:
     fd_refused: int = 0  # requests not sent: the process was out of open files (ulimit -n)
 
 
-@dataclass
-class LevelStats:
-    """One row of a load CSV (trap, semaphore): the field order is the column order."""
-
-    experiment: str
-    level: int
-    requests: int
-    successes: int
-    failures: int
-    errors_timeout: int
-    errors_connect: int
-    errors_http_4xx: int
-    errors_http_5xx: int
-    errors_other: int
-    success_rate: float
-    elapsed_s: float
-    throughput_rps: float
-    goodput_rps: float
-    latency_mean_s: float
-    latency_p50_s: float
-    latency_p90_s: float
-    latency_p99_s: float
-    latency_max_s: float
-    littles_l: float
-    efficiency: float
-    queue_wait_mean_s: float
-    peak_rss_mb: float
-    rounds: int
-    attempts: int
-    goodput_min_rps: float
-    goodput_max_rps: float
-    client_cpu_pct: float
-    loop_lag_max_s: float
-    client_limited: bool
-    body_bytes: int  # response body bytes received, as sent on the wire
-    error_statuses: str  # HTTP status codes of failed responses with their counts: "503:120 429:4"
-    retry_after_refused: int  # failures whose Retry-After was longer than the time left
-    loop_late_share: float  # share of the level's time its event loop was behind (0..1)
-    ok_latency_p50_s: float  # latency of the successful requests only (0 when none succeeded)
-    ok_latency_p90_s: float
-    ok_latency_p99_s: float
-    ok_latency_max_s: float
-    throttled: int  # attempts answered 429, or 503 with a Retry-After (retried ones too)
-    out_of_files: int  # requests the client could not send: it was out of open files (ulimit -n)
-
-    @classmethod
-    def columns(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
 # When is the client, not the server, the limit? Two kinds of evidence:
 # - its event loop was late, by a good part of the measured latency (so responses sat unread
 #   in the kernel that long), for a good part of the level's time, while the process was busy
@@ -452,7 +403,8 @@ def summarize(
         client_cpu_pct=cpu,
         loop_lag_max_s=lag,
         client_limited=bool(out_of_files) or (target_alive and is_client_limited(
-            level, requests // len(rounds), p50, efficiency, cpu, lag, late, waited)),
+            level, requests // len(rounds), p50, efficiency, cpu_pct=cpu, lag_s=lag, late_share=late,
+            cpu_wait_pct=waited)),
         body_bytes=pooled.body_bytes,
         error_statuses=format_statuses(pooled.error_statuses),
         retry_after_refused=pooled.retry_after_refused,

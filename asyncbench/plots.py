@@ -271,8 +271,8 @@ def overlay_charts(runs: Sequence[Run], out_dir: Path, axis_label: str) -> list[
         fig, ax = plt.subplots()
         measured = sorted({float(lv) for r in runs for lv in r.frame["level"]})
         for i, run in enumerate(runs):
-            _overlay_line(ax, run.frame["level"], run.frame[col] * scale, measured, CYCLE[i % len(CYCLE)],
-                          MARKERS[i % len(MARKERS)], f"{run.stem} — {target_label(run.meta)}")
+            _overlay_line(ax, run.frame["level"], run.frame[col] * scale, measured, color=CYCLE[i % len(CYCLE)],
+                          marker=MARKERS[i % len(MARKERS)], label=f"{run.stem} — {target_label(run.meta)}")
         level_axis(ax, [lv for r in runs for lv in r.frame["level"]], axis_label)
         ax.set_ylabel(label)
         if chart == "latency":

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from asyncbench.metrics import LatencyHistogram, LevelRecorder, LevelStats, RoundFacts, summarize
+from asyncbench.metrics import LatencyHistogram, LevelRecorder, RoundFacts, summarize
 from asyncbench.records import FetchResult
+from asyncbench.rows import RateStats
 
 # A send that leaves this late against its schedule means the client could not keep up: the
 # rate it offered was not the rate asked for, and the figures describe the client.
@@ -98,20 +99,6 @@ class RateRecorder(LevelRecorder):
         if data["first_intended"] is not None:
             rec.first_intended, rec.last_sent = float(data["first_intended"]), float(data["last_sent"])
         return rec
-
-
-@dataclass
-class RateStats(LevelStats):
-    """One row of a `rate` CSV: the load columns (`level` is the offered rate), then these."""
-
-    offered_rps: float
-    achieved_rps: float  # requests sent per second over the schedule
-    dropped: int  # due while --max-in-flight requests were out: not sent
-    send_lag_p99_s: float  # how late sends left against the schedule
-    latency_p999_s: float
-    service_p50_s: float  # from the actual send: what a closed loop would have measured
-    service_p99_s: float
-    in_flight_max: int
 
 
 def summarize_rate(rate: float, duration: float, recorder: RateRecorder, facts: RoundFacts) -> RateStats:

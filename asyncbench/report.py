@@ -286,7 +286,7 @@ def comparison_table(trap: Any, sem: Any) -> FitTable:
     s = {int(r.level): r for r in sem.itertuples()}
     for level in sorted(set(t) & set(s)) or sorted(set(t) | set(s)):
         a, b = t.get(level), s.get(level)
-        table.add_row(
+        cells = (
             f"{level:,}",
             fmt_rate(a.goodput_rps) if a else "-",
             fmt_rate(b.goodput_rps) if b else "-",
@@ -295,6 +295,7 @@ def comparison_table(trap: Any, sem: Any) -> FitTable:
             fmt_ms(a.latency_p99_s) if a else "-",
             fmt_ms(b.latency_p99_s) if b else "-",
         )
+        table.add_row(*cells)
     return table
 
 

@@ -18,10 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from asyncbench import __version__, signals
+from asyncbench import signals
 from asyncbench.errors import AsyncbenchError, Interrupted, OutputError
 from asyncbench.options import check_readable_file
 from asyncbench.redact import redact_argv, redact_known, redact_text, redact_url
+from asyncbench.version import __version__
 
 # Space set aside beside the results while a run writes them: released when a write fails, so
 # that a full disk still leaves room to mark the sidecar failed with its reason.

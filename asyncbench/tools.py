@@ -137,7 +137,9 @@ def compare_runs(baseline: Path, candidate: Path, tolerance: float, out: Path | 
     from asyncbench import compare
     from asyncbench.errors import ObjectiveNotMet, UsageError
     from asyncbench.experiments import read_run, registry
+    from asyncbench.options import check_range
 
+    check_range("--tolerance", tolerance, 0, 10)
     runs = []
     for path, name in ((baseline, "BASELINE"), (candidate, "CANDIDATE")):
         if not path.is_file():
@@ -183,3 +185,35 @@ def compare_runs(baseline: Path, candidate: Path, tolerance: float, out: Path | 
         console.print(f"chart:   {path}", soft_wrap=True)
     if fail_on_regression and verdict == "worse":
         raise ObjectiveNotMet(f"regression at {experiment.step} {', '.join(f'{v:,}' for v in worse)}")
+
+
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def serve_target(**settings: Any) -> None:
+    """`asyncbench serve`: the embedded target on `host:port` until Ctrl-C or SIGTERM."""
+    from asyncbench.errors import TargetError, UsageError
+    from asyncbench.server import ServerConfig, run_on_best_loop, serve
+
+    if not settings.get("stall_after"):
+        settings["stall"] = 0.0
+    config = ServerConfig(**settings)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def ready(url: str) -> None:
+        limit = f", rate limit {config.rate_limit:g} req/s" if config.rate_limit else ""
+        print(
+            f"asyncbench serve: listening on {url}  (capacity {config.capacity}, queue {config.queue}, "
+            f"latency {config.latency:g} s ± {config.jitter:g}, error rate {config.error_rate:g}{limit})",
+            flush=True,
+        )
+        print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
+
+    try:
+        run_on_best_loop(serve(config, ready))
+    except OSError as exc:
+        raise TargetError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    print("asyncbench serve: stopped", flush=True)

@@ -113,7 +113,8 @@ def fit(levels: Sequence[float], goodputs: Sequence[float]) -> UslFit | None:
         sigma = b * lam
     sigma = min(1.0, max(0.0, sigma))
     kappa = max(0.0, kappa)
-    model = UslFit(float(lam), float(sigma), float(kappa), 0.0, None, None, float(n.max()))
+    model = UslFit(float(lam), float(sigma), float(kappa), r2=0.0, peak_level=None, peak_rps=None,
+                   max_level=float(n.max()))
     predicted = model.predict(n)
     ss_tot = float(((x - x.mean()) ** 2).sum())
     model.r2 = float(1.0 - float(((x - predicted) ** 2).sum()) / ss_tot) if ss_tot > 0 else 0.0

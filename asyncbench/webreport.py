@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from asyncbench import __version__
 from asyncbench.redact import redact_known, redact_text
 from asyncbench.results import Run
+from asyncbench.version import __version__
 
 _STYLE = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --good: #1a7f37; --bad: #cf222e; --warn: #9a6700;

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from asyncbench import __version__
 from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after, result
 from asyncbench.records import FetchResult, ScheduledSink, Sink, error_kind
+from asyncbench.version import __version__
 
 _perf = time.perf_counter
 

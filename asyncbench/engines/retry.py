@@ -93,7 +93,7 @@ class RetryPolicy:
             if _perf() + delay >= deadline:
                 break  # no time left for another attempt
             await asyncio.sleep(delay)
-        return result(attempt, attempts, sent, _perf(), refused, queue_wait, throttled)
+        return result(attempt, attempts, sent, _perf(), refused=refused, queue_wait=queue_wait, throttled=throttled)
 
 
 def result(attempt: Attempt, attempts: int, sent: float, done: float, refused: float | None = None,

@@ -30,9 +30,8 @@ from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEve
 from asyncbench.experiments.sweep import LoadPlan, load_setup
 from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
 from asyncbench.load.spec import RequestSpec, check_target
-from asyncbench.metrics import KNEE_TOLERANCE, LevelStats
 from asyncbench.options import check_range
-from asyncbench.rates import RateStats
+from asyncbench.rows import LevelStats, RateStats
 from asyncbench.session import Conclusion
 
 MODES = ("concurrency", "rate")
@@ -225,6 +224,8 @@ def answer(results: list[ProbeResult]) -> ProbeResult | None:
 def recommended(results: list[ProbeResult]) -> ProbeResult | None:
     """The knee: the passing probe of the lowest level whose goodput is within KNEE_TOLERANCE
     of the best goodput of any passing probe."""
+    from asyncbench.metrics import KNEE_TOLERANCE
+
     passed = [r for r in results if r.stats.passed]
     if not passed:
         return None
@@ -362,9 +363,16 @@ def find_table(rows: Sequence[Any], best: Any | None, title: str, unit: str, kne
         name = report.row_name(f"{r.level:,}", is_best, r.client_limited)
         if is_knee:
             name = f"{report.KNEE_MARK} {name}"
-        table.add_row(str(i), name, report.fmt_rate(r.goodput_rps), report.ok_ms(r, "p50"), report.ok_ms(r, "p99"),
-                      report.fmt_pct(r.success_rate), "met" if r.passed else f"missed: {r.reason}",
-                      style="bold green" if is_best or is_knee else (None if r.passed else "red"))
+        cells = (
+            str(i),
+            name,
+            report.fmt_rate(r.goodput_rps),
+            report.ok_ms(r, "p50"),
+            report.ok_ms(r, "p99"),
+            report.fmt_pct(r.success_rate),
+            "met" if r.passed else f"missed: {r.reason}",
+        )
+        table.add_row(*cells, style="bold green" if is_best or is_knee else (None if r.passed else "red"))
     marks = [f"{report.SWEET_MARK} the most within the objective"]
     if knee is not None:
         marks.append(f"{report.KNEE_MARK} recommended: the knee, the lowest level within 5 % of the best goodput")

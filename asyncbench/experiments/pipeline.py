@@ -207,7 +207,7 @@ def _closing(sink: WholeLines) -> Iterator[WholeLines]:
 
 
 async def run_pair(
-    spec: PipelineSpec, source: Path, chunk_bytes: int, batch_size: int, concurrency: int,
+    spec: PipelineSpec, source: Path, *, chunk_bytes: int, batch_size: int, concurrency: int,
     output: Path, input_mb: float, progress: list[int],
 ) -> PairResult:
     """Stream `source` through the pipeline once; each result goes to `output` as it completes."""
@@ -300,8 +300,9 @@ async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
                 events.started(f"{report.fmt_mb(size_mb)} MB, batch {batch_size}, concurrency {concurrency}", expected,
                                lambda progress=progress: progress[0])
                 result = await run_pair(
-                    config.request, source, config.chunk_bytes, batch_size, concurrency,
-                    config.output_for[(size_mb, batch_size, concurrency)], size_mb, progress,
+                    config.request, source, chunk_bytes=config.chunk_bytes, batch_size=batch_size,
+                    concurrency=concurrency, output=config.output_for[(size_mb, batch_size, concurrency)],
+                    input_mb=size_mb, progress=progress,
                 )
                 results.append(result)
                 events.finished(result)
@@ -511,12 +512,19 @@ def pipeline_table(rows: Sequence[Any], title: str) -> report.FitTable:
                    "p99\nms", "traced\nMB", "RSS\nMB"):
         table.add_column(header, justify="right")
     for r in rows:
-        table.add_row(
-            report.fmt_mb(r.input_mb), f"{r.batch_size:,}", f"{r.concurrency:,}", f"{r.chunks:,}",
-            report.fmt_pct(r.success_rate), report.fmt_rate(r.throughput_cps), report.fmt_ms(r.latency_p50_s),
-            report.fmt_ms(r.latency_p99_s), f"{r.peak_traced_mb:.2f}", f"{r.peak_rss_mb:.1f}",
-            style=None if r.success_rate == 1.0 else "red",
+        cells = (
+            report.fmt_mb(r.input_mb),
+            f"{r.batch_size:,}",
+            f"{r.concurrency:,}",
+            f"{r.chunks:,}",
+            report.fmt_pct(r.success_rate),
+            report.fmt_rate(r.throughput_cps),
+            report.fmt_ms(r.latency_p50_s),
+            report.fmt_ms(r.latency_p99_s),
+            f"{r.peak_traced_mb:.2f}",
+            f"{r.peak_rss_mb:.1f}",
         )
+        table.add_row(*cells, style=None if r.success_rate == 1.0 else "red")
     return table
 
 

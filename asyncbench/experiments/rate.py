@@ -124,8 +124,9 @@ def command(target: Target, options: RateOptions, request: Request, cooldown: Co
             raise UsageError(f"invalid --rates {r}: {r:,}/s for {duration:g} s is more than {MAX_REQUESTS:,} requests")
     setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
                        outputs=outputs, thresholds=thresholds, server=server)
-    config = RateConfig(setup.spec, rates, duration, options.arrivals, options.max_in_flight, setup.cooldown,
-                        options.seed, setup.driver)
+    config = RateConfig(setup.spec, rates, duration=duration, arrivals=options.arrivals,
+                        max_in_flight=options.max_in_flight, cooldown=setup.cooldown, seed=options.seed,
+                        driver=setup.driver)
     settings = {"rates": rates, "duration_s": duration, "arrivals": options.arrivals,
                 "max_in_flight": options.max_in_flight, "seed": options.seed, "cooldown_s": setup.cooldown}
     plan = RatePlan(setup.spec, slo_p99=options.slo_p99, min_success=setup.min_success, settings=settings,
@@ -201,13 +202,20 @@ def rate_table(rows: Sequence[Any], sweet: Any | None, title: str) -> report.Fit
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
         is_sweet = sweet is not None and r.level == sweet.level
-        table.add_row(
-            report.row_name(f"{r.offered_rps:,.0f}", is_sweet, r.client_limited), report.fmt_rate(r.achieved_rps),
-            report.fmt_rate(r.goodput_rps), report.ok_ms(r, "p50"), report.ok_ms(r, "p99"), report.fmt_ms(r.latency_p999_s),
-            report.fmt_ms(r.service_p99_s), report.fmt_ms(r.send_lag_p99_s),
-            f"{r.dropped:,}", report.fmt_pct(r.success_rate), report.errors_cell(r),
-            style="bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None),
+        cells = (
+            report.row_name(f"{r.offered_rps:,.0f}", is_sweet, r.client_limited),
+            report.fmt_rate(r.achieved_rps),
+            report.fmt_rate(r.goodput_rps),
+            report.ok_ms(r, "p50"),
+            report.ok_ms(r, "p99"),
+            report.fmt_ms(r.latency_p999_s),
+            report.fmt_ms(r.service_p99_s),
+            report.fmt_ms(r.send_lag_p99_s),
+            f"{r.dropped:,}",
+            report.fmt_pct(r.success_rate),
+            report.errors_cell(r),
         )
+        table.add_row(*cells, style="bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None))
     notes = ["latency runs from when each request was due (the schedule), svc from when it was sent; "
              "ok p50, ok p99: successful requests only (p99.9: every request)"]
     if any(r.client_limited for r in rows):

@@ -101,7 +101,8 @@ async def _phase(name: str, tasks: int, body: Callable[[], Awaitable[tuple[str, 
             coroutine_thread = threading.current_thread().name
             thread_name, ok = await body()
             end = _perf() - t0
-            return TaskRecord(EXPERIMENT.name, name, i, thread_name, coroutine_thread, start, end, end - start, ok)
+            return TaskRecord(EXPERIMENT.name, name, i, thread_name, coroutine_thread=coroutine_thread, start_s=start,
+                              end_s=end, duration_s=end - start, ok=ok)
 
         records = list(await asyncio.gather(*(task(i) for i in range(tasks))))
         wall = _perf() - t0
@@ -362,9 +363,18 @@ def phase_summary_table(summaries: Sequence[Any]) -> report.FitTable:
         table.add_column(header, justify="right")
     table.add_column("tasks\nwere")
     for s in summaries:
-        table.add_row(s.phase, f"{s.wall_s:.3f}", f"{s.sum_s:.3f}", f"{s.max_s:.3f}", f"{s.wall_over_sum:.2f}",
-                      f"{s.wall_over_max:.2f}", f"{s.loop_lag_max_s * 1000:,.1f}", str(len(s.threads)),
-                      s.pattern, style="yellow" if s.pattern == "serialized" else None)
+        cells = (
+            s.phase,
+            f"{s.wall_s:.3f}",
+            f"{s.sum_s:.3f}",
+            f"{s.max_s:.3f}",
+            f"{s.wall_over_sum:.2f}",
+            f"{s.wall_over_max:.2f}",
+            f"{s.loop_lag_max_s * 1000:,.1f}",
+            str(len(s.threads)),
+            s.pattern,
+        )
+        table.add_row(*cells, style="yellow" if s.pattern == "serialized" else None)
     return table
 
 
@@ -381,9 +391,17 @@ def impact_table(ways: Sequence[Any], title: str) -> report.FitTable:
     for header in ("threads\npeak", "workers", "peak RSS\nMB", "RSS +\nMB", "wall\ns", "req/s", "ok"):
         table.add_column(header, justify="right")
     for w in ways:
-        table.add_row(w.way, f"{w.threads_peak:,}", f"{w.workers:,}" if w.workers else "-", f"{w.peak_rss_mb:,.1f}",
-                      f"{w.rss_growth_mb:,.1f}", f"{w.wall_s:.2f}", report.fmt_rate(w.throughput_rps),
-                      f"{w.successes:,}", style="bold green" if w.way == "asyncio" else None)
+        cells = (
+            w.way,
+            f"{w.threads_peak:,}",
+            f"{w.workers:,}" if w.workers else "-",
+            f"{w.peak_rss_mb:,.1f}",
+            f"{w.rss_growth_mb:,.1f}",
+            f"{w.wall_s:.2f}",
+            report.fmt_rate(w.throughput_rps),
+            f"{w.successes:,}",
+        )
+        table.add_row(*cells, style="bold green" if w.way == "asyncio" else None)
     return table
 
 

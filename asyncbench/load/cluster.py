@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asyncbench import signals
-from asyncbench.load.driver import ShardError
+from asyncbench.load.shard import ShardError
 
 if TYPE_CHECKING:
     from distributed import Future
 
-    from asyncbench.load.driver import ShardJob
+    from asyncbench.load.shard import ShardJob
 
 CONNECT_TIMEOUT_S = 5.0
 WORKERS_TIMEOUT_S = 30.0  # a scheduler just started may not have its workers yet

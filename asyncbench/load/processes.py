@@ -15,7 +15,7 @@ from asyncbench.load.work import run_job
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-    from asyncbench.load.driver import ShardJob
+    from asyncbench.load.shard import ShardJob
 
 
 class ProcessBackend:

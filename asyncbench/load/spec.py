@@ -7,7 +7,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from asyncbench.client import AsyncHttpClient
 from asyncbench.errors import TargetGone
 
 
@@ -78,6 +77,8 @@ class Preflight:
 async def preflight(spec: RequestSpec) -> Preflight:
     """One request before the sweep, shaped like the sweep's: can the target be reached, and
     what does it answer?"""
+    from asyncbench.client import AsyncHttpClient
+
     async with AsyncHttpClient(max_concurrency=1, timeout=spec.timeout, retries=0,
                                max_body_bytes=1024 * 1024, verify_tls=not spec.insecure) as client:
         result = await client.fetch(

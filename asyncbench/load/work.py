@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from asyncbench.load.driver import ShardJob
+    from asyncbench.load.shard import ShardJob
 
 # How often a running shard says how far it got, and looks for a stop.
 PROGRESS_EVERY_S = 0.2
