@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from asyncbench.experiments.descriptor import StepEvents
-from asyncbench.experiments.sweep import LoadPlan, load_setup, load_sweep, run_sweep
+from asyncbench.experiments.sweep import load_setup, load_sweep, run_sweep
 from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Rounds, Scale, Server, Target, Thresholds
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 
@@ -74,9 +74,7 @@ def command(target: Target, options: SemaphoreOptions, rounds: Rounds, request: 
     config = SemaphoreConfig(setup.spec, limits, setup.driver, requests, n_rounds, setup.cooldown)
     settings: dict[str, Any] = {"limits": limits, "requests": requests, "rounds": n_rounds,
                                 "cooldown_s": setup.cooldown}
-    plan = LoadPlan(EXPERIMENT, setup.spec, min_success=setup.min_success, settings=settings, levels=limits,
-                    run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver)
-    setup.run(plan, target.url)
+    setup.sweep(EXPERIMENT, target.url, settings=settings, levels=limits, run=lambda spec, events: run(config, events))
 
 
 EXPERIMENT = load_sweep("semaphore", step="limit", axis_label="semaphore limit (requests in flight)",

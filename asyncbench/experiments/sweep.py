@@ -119,6 +119,12 @@ class LoadSetup:
 
         session.run(plan, url, self.server, self.outputs, self.fail_if)
 
+    def sweep(self, experiment: Experiment, url: str | None, *, settings: dict[str, Any], levels: list[int],
+              run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]]) -> None:
+        """Run a sweep of `levels` (trap, semaphore): its plan, through the one run flow."""
+        self.run(LoadPlan(experiment, self.spec, min_success=self.min_success, settings=settings, levels=levels,
+                          run=run, loop=self.loop, driver=self.driver), url)
+
 
 def load_setup(*, request: Request, cooldown: Cooldown, connection: Connection, scale: Scale, floor: Floor,
                outputs: Outputs, thresholds: Thresholds, server: Server) -> LoadSetup:

@@ -13,7 +13,7 @@ import typer
 
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import StepEvents
-from asyncbench.experiments.sweep import LoadPlan, load_setup, load_sweep, run_sweep
+from asyncbench.experiments.sweep import load_setup, load_sweep, run_sweep
 from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Rounds, Scale, Server, Target, Thresholds
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 
@@ -75,9 +75,7 @@ def command(target: Target, options: TrapOptions, rounds: Rounds, request: Reque
     config = TrapConfig(setup.spec, levels, setup.driver, per_level, n_rounds, setup.cooldown)
     settings: dict[str, Any] = {"levels": levels, "requests_per_level": per_level, "rounds": n_rounds,
                                 "cooldown_s": setup.cooldown}
-    plan = LoadPlan(EXPERIMENT, setup.spec, min_success=setup.min_success, settings=settings, levels=levels,
-                    run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver)
-    setup.run(plan, target.url)
+    setup.sweep(EXPERIMENT, target.url, settings=settings, levels=levels, run=lambda spec, events: run(config, events))
 
 
 EXPERIMENT = load_sweep("trap", step="level", axis_label="concurrency (simultaneous requests)",
