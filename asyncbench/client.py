@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import socket
+import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
 
 from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after
 from asyncbench.records import ERROR_KINDS, ErrorKind, FetchResult, error_kind
+from asyncbench.tls import describe_failure
 from asyncbench.version import __version__
 
 __all__ = ["ERROR_KINDS", "AsyncHttpClient", "ErrorKind", "FetchResult", "parse_retry_after"]
@@ -31,6 +36,31 @@ MAX_HEAD_BYTES = 64 * 1024
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _Routes(aiohttp.abc.AbstractResolver):
+    """A resolver that answers a run's route: `routes` maps the (host, port) a URL names to the
+    (address, port) connections go to — each new connection to the next in turn (round-robin,
+    as the run resolved them once); any other host goes to the system's resolver."""
+
+    def __init__(self, routes: Mapping[tuple[str, int], Sequence[tuple[str, int]]]) -> None:
+        self._routes = {key: list(targets) for key, targets in routes.items()}
+        self._turn = 0
+        self._system = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+        targets = self._routes.get((host.lower(), port))
+        if not targets:
+            return await self._system.resolve(host, port, family)  # type: ignore[return-value]
+        i = self._turn % len(targets)
+        self._turn += 1
+        return [{"hostname": host, "host": address, "port": to_port,
+                 "family": socket.AF_INET6 if ":" in address else socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST} for address, to_port in targets[i:] + targets[:i]]
+
+    async def close(self) -> None:
+        await self._system.close()
 
 
 def _connect_detail(exc: BaseException, url: str) -> str:
@@ -79,6 +109,8 @@ class AsyncHttpClient:
         max_body_bytes: int = 64 * 1024 * 1024,
         verify_tls: bool = True,
         rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        routes: Mapping[tuple[str, int], Sequence[tuple[str, int]]] | None = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1 or None, not {max_concurrency}")
@@ -92,17 +124,25 @@ class AsyncHttpClient:
         self.keep_body = keep_body
         self.max_body_bytes = max_body_bytes
         self.verify_tls = verify_tls
+        # TLS as the run wants it (a private CA, a client certificate); else aiohttp's default
+        # check, or none with verify_tls=False.
+        self.ssl_context = ssl_context
+        self.routes = routes
         # The retry settings live in the policy alone (shared with the fast engine).
         self.policy = RetryPolicy(retries, backoff_base, backoff_cap, max_retry_after, rng or random.Random())
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AsyncHttpClient:
+        routed = self.routes is not None
         connector = aiohttp.TCPConnector(
             limit=self.max_concurrency or 0,  # 0: no limit
             limit_per_host=0,
             ttl_dns_cache=300,
-            ssl=self.verify_tls,  # False: no certificate check (--insecure)
+            # The route's resolver is asked for every new connection, to spread them.
+            use_dns_cache=not routed,
+            resolver=_Routes(self.routes) if routed else None,
+            ssl=self.ssl_context if self.ssl_context is not None else self.verify_tls,
         )
         headers = self.headers if self.keep_body else {"Accept-Encoding": "identity", **self.headers}
         self._session = aiohttp.ClientSession(
@@ -186,12 +226,17 @@ class AsyncHttpClient:
 
         async def attempt(time_left: float) -> Attempt:
             out = Attempt()
+            asked = _perf()
             try:
                 async with session.request(
                     method, url, json=json, data=data, headers=headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=time_left),
                 ) as resp:
                     out.status = resp.status
+                    # The head is in: what aiohttp lets one see of the first byte (a new connection's
+                    # set-up counts in it: aiohttp does not say when it was made).
+                    out.ttfb_s = _perf() - asked
+                    out.peer = _peer(resp)
                     if self.keep_body:
                         out.body, out.body_bytes = await self._read_capped(resp)
                     else:
@@ -200,6 +245,8 @@ class AsyncHttpClient:
                     if resp.status in (429, 503):
                         out.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 out.error = error_kind(resp.status)
+            except aiohttp.ClientConnectorCertificateError as exc:
+                out.error, out.detail = "connect", describe_failure(exc, urlsplit(url).hostname or url) or str(exc)
             except TimeoutError:  # aiohttp's timeouts subclass it
                 out.error, out.detail = "timeout", f"no complete response within {self.timeout:g} s"
             except aiohttp.ClientConnectionError as exc:
@@ -222,3 +269,11 @@ class AsyncHttpClient:
                 raise _BodyTooLarge(f"response body larger than {self.max_body_bytes:,} bytes")
             parts.append(chunk)
         return b"".join(parts), size
+
+
+def _peer(resp: aiohttp.ClientResponse) -> str | None:
+    """The address a response came from."""
+    connection = resp.connection
+    transport = connection.transport if connection is not None else None
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    return str(peername[0]) if peername else None

@@ -38,6 +38,17 @@ class TargetGone(TargetError):
         self.step, self.level, self.detail = step, level, detail
 
 
+class RunStopped(AsyncbenchError):
+    """A bound of the run (--max-requests, --max-duration) was reached: the run stops, keeping
+    what finished, as the user asked (exit 0). `level`: the step it cut short, if one was."""
+
+    exit_code = ExitCode.OK
+
+    def __init__(self, reason: str, level: int | None) -> None:
+        super().__init__(reason)
+        self.reason, self.level = reason, level
+
+
 class RunFailed(AsyncbenchError):
     """The run was done and its results written, but part of its load could not be made."""
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import ssl
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields, is_dataclass
@@ -26,15 +28,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from asyncbench.errors import UsageError
-from asyncbench.options import check_range, parse_data, parse_headers, parse_method
+from asyncbench.options import MAX_REQUESTS, check_range, check_readable_file, parse_data, parse_headers, parse_method
 
 if TYPE_CHECKING:
+    from asyncbench.load.budget import Budget
     from asyncbench.load.driver import Driver
     from asyncbench.load.spec import RequestSpec
     from asyncbench.server import ServerConfig
     from asyncbench.session import Outputs
 
 REQUEST = "Request"
+CONNECTION = "Connection"
+BOUNDS = "Bounds of the whole run"
 OUTPUT = "Output"
 SERVER = "Embedded server (when no URL is given)"
 SCALE = "Scale out"
@@ -191,15 +196,68 @@ class Connection:
     loop: Annotated[str, typer.Option(
         "--loop", help="Event loop of the load generator: asyncio, uvloop, or auto (uvloop for the fast engine, "
         "asyncio for aiohttp).", rich_help_panel=REQUEST)] = "auto"
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", metavar="", help="Load a target that is not this machine (also: ASYNCBENCH_ALLOW_REMOTE=1). "
+        "Without it only loopback addresses are loaded.", rich_help_panel=CONNECTION)] = False
+    resolve: Annotated[list[str] | None, typer.Option(
+        "--resolve", metavar="HOST:PORT:ADDRESS", help="Connect to ADDRESS (or a comma list) for HOST:PORT; the URL, "
+        "the Host header and TLS's server name stay the URL's (repeatable; as curl).", rich_help_panel=CONNECTION,
+        show_default=False)] = None
+    connect_to: Annotated[list[str] | None, typer.Option(
+        "--connect-to", metavar="HOST:PORT:HOST2:PORT2", help="Connect to HOST2:PORT2 instead of HOST:PORT (an empty "
+        "part matches any); the URL, Host and server name stay the URL's (repeatable; as curl).",
+        rich_help_panel=CONNECTION, show_default=False)] = None
+    cacert: Annotated[Path | None, typer.Option(
+        "--cacert", metavar="FILE", help="Trust this CA (PEM) for https:// instead of the system's.",
+        rich_help_panel=CONNECTION, show_default=False)] = None
+    cert: Annotated[Path | None, typer.Option(
+        "--cert", metavar="FILE", help="Client certificate (PEM) to present over TLS; needs --key.",
+        rich_help_panel=CONNECTION, show_default=False)] = None
+    key: Annotated[Path | None, typer.Option(
+        "--key", metavar="FILE", help="Private key (PEM) of --cert.", rich_help_panel=CONNECTION,
+        show_default=False)] = None
+    no_tls_resume: Annotated[bool, typer.Option(
+        "--no-tls-resume", metavar="", help="Make every new connection do a full TLS handshake (default: resume an "
+        "earlier session).", rich_help_panel=CONNECTION)] = False
 
     def apply(self, spec: RequestSpec) -> str:
-        """Set the engine and TLS checking on `spec`; the event loop to run on."""
+        """Set the engine, TLS and the way to the target on `spec`; the event loop to run on."""
         from asyncbench.engines import DEFAULT_LOOP, ENGINES
+        from asyncbench.load.route import parse_connect_to, parse_resolve
+        from asyncbench.tls import TlsSettings
 
         if self.engine not in ENGINES:
             raise UsageError(f"invalid --engine {self.engine!r}: expected {' or '.join(ENGINES)}")
         spec.engine, spec.insecure = self.engine, self.insecure
+        spec.resolve = parse_resolve(self.resolve or [])
+        spec.connect_to = parse_connect_to(self.connect_to or [])
+        spec.allow_remote = self.remote_allowed()
+        for path, option in ((self.cacert, "--cacert"), (self.cert, "--cert"), (self.key, "--key")):
+            if path is not None:
+                check_pem(path, option)
+        if (self.cert is None) != (self.key is None):
+            raise UsageError("--cert and --key go together: the certificate and its private key")
+        spec.tls = TlsSettings(cacert=self.cacert, cert=self.cert, key=self.key, insecure=self.insecure,
+                               resume=not self.no_tls_resume)
+        try:
+            spec.tls.context()
+        except (ssl.SSLError, OSError) as exc:
+            raise UsageError(f"cannot use the TLS files given ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc})") from None
         return check_loop(DEFAULT_LOOP[self.engine] if self.loop == "auto" else self.loop)
+
+    def remote_allowed(self) -> bool:
+        return self.allow_remote or os.environ.get("ASYNCBENCH_ALLOW_REMOTE", "") not in ("", "0")
+
+
+def check_pem(path: Path, option: str) -> None:
+    """A readable PEM file, or UsageError naming the option and why."""
+    try:
+        check_readable_file(path, 1024 * 1024)
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read {option} {str(path)!r}: {exc.strerror or exc}") from None
+    if "-----BEGIN " not in text:
+        raise UsageError(f"invalid {option} {str(path)!r}: not a PEM file")
 
 
 def check_loop(name: str) -> str:
@@ -215,6 +273,27 @@ def check_loop(name: str) -> str:
 
 
 @dataclass
+class Bounds:
+    """What the whole run may send, at most: a bound for a target that is not one's own."""
+
+    max_requests: Annotated[int | None, typer.Option(
+        "--max-requests", metavar="N", help="Send at most N requests in the whole run (every level, round and "
+        "retry); the run stops when it has.", rich_help_panel=BOUNDS, show_default=False)] = None
+    max_duration: Annotated[float | None, typer.Option(
+        "--max-duration", metavar="SECONDS", help="Send nothing new after this many seconds from the first request; "
+        "the run stops when they have passed.", rich_help_panel=BOUNDS, show_default=False)] = None
+
+    def budget(self) -> Budget:
+        from asyncbench.load.budget import Budget
+
+        if self.max_requests is not None:
+            check_range("--max-requests", self.max_requests, 1, MAX_REQUESTS)
+        if self.max_duration is not None:
+            check_range("--max-duration", self.max_duration, 0, 7 * 24 * 3600, low_inclusive=False)
+        return Budget(self.max_requests, self.max_duration)
+
+
+@dataclass
 class Scale:
     """Where the load is made: this process, local worker processes, or a Dask cluster."""
 
@@ -226,10 +305,10 @@ class Scale:
         "or local:N for a local Dask cluster of N workers. Needs asyncbench\\[cluster] (pip install "
         "'asyncbench\\[cluster]').", rich_help_panel=SCALE, show_default=False)] = None
 
-    def driver(self, loop: str) -> Driver:
+    def driver(self, loop: str, budget: Budget | None = None) -> Driver:
         from asyncbench.load.driver import make_driver
 
-        return make_driver(self.processes, self.cluster, loop)
+        return make_driver(self.processes, self.cluster, loop, budget)
 
 
 @dataclass
@@ -288,12 +367,15 @@ class Server:
         "--server-queue", help="Requests that may wait; past that, 503.", rich_help_panel=SERVER)] = 400
     server_error_rate: Annotated[float, typer.Option(
         "--server-error-rate", help="Fraction answered 500 (0..1).", rich_help_panel=SERVER)] = 0.0
+    server_tls: Annotated[bool, typer.Option(
+        "--server-tls", metavar="", help="Serve https with a throwaway certificate, which the run trusts (its "
+        "CA made for the occasion).", rich_help_panel=SERVER)] = False
 
     def config(self, **overrides: Any) -> ServerConfig:
         from asyncbench.server import ServerConfig
 
         settings = {"latency": self.server_latency, "capacity": self.server_capacity, "queue": self.server_queue,
-                    "error_rate": self.server_error_rate, **overrides}
+                    "error_rate": self.server_error_rate, "tls": self.server_tls, **overrides}
         config = ServerConfig(**settings)
         try:
             config.validate()

@@ -20,6 +20,7 @@ import numpy as np
 
 from asyncbench.records import ERROR_KINDS, FetchResult, format_statuses, parse_statuses
 from asyncbench.rows import LevelStats
+from asyncbench.tls import TlsFacts
 
 # Quantiles written to the -latency.csv for distribution charts.
 QUANTILES: tuple[float, ...] = (
@@ -161,12 +162,15 @@ class LevelRecorder:
     axis. `submitted_at`, when set, is the moment every request of the run was submitted at
     once (the semaphore's queue): a request's queue wait is then its send time minus that.
     `throttled` counts the attempts the server answered 429, or 503 with a Retry-After —
-    retried ones too.
+    retried ones too. Where the time went: `ttfb` (send to first response byte), and from the
+    engine, the connections opened with their TCP and TLS set-up (`timed`: the engine measured
+    them), the TLS handshakes, and the requests sent to each address.
     """
 
     __slots__ = (
         "ok", "failed", "queue_wait_total", "successes", "attempts", "errors", "first_sent", "last_done",
         "body_bytes", "error_statuses", "retry_after_refused", "throttled", "origin", "submitted_at",
+        "ttfb", "connections", "connect_total", "tls_total", "timed", "tls", "addresses",
     )
 
     def __init__(self, origin: float = 0.0, submitted_at: float | None = None) -> None:
@@ -184,6 +188,32 @@ class LevelRecorder:
         self.throttled = 0
         self.origin = origin
         self.submitted_at = submitted_at
+        self.ttfb = LatencyHistogram()
+        self.connections = 0
+        self.connect_total = 0.0  # seconds of TCP connect, over the connections opened
+        self.tls_total = 0.0  # seconds of TLS handshake, over them
+        self.timed = False
+        self.tls = TlsFacts()
+        self.addresses: dict[str, int] = {}  # requests sent to each address
+
+    def note_engine(self, engine: Any) -> None:
+        """What an engine counted over its round: connections, their set-up, the handshakes, the
+        requests to each address (an engine that does not time its connections says so)."""
+        opened = getattr(engine, "opened", None)
+        if opened is not None:
+            self.timed = True
+            self.connections += opened
+            self.connect_total += engine.connect_total
+            self.tls_total += engine.tls_total
+        facts = getattr(engine, "tls_facts", None)
+        if facts is not None:
+            self.tls.merge(facts)
+        ttfb = getattr(engine, "ttfb", None)  # of the successes it recorded by the hot path
+        if ttfb is not None:
+            self.ttfb.merge(ttfb)
+        for address, n in getattr(engine, "sent_to", {}).items():
+            if n:
+                self.addresses[address] = self.addresses.get(address, 0) + n
 
     @property
     def latency(self) -> LatencyHistogram:
@@ -228,6 +258,8 @@ class LevelRecorder:
         self.attempts += result.attempts
         self.body_bytes += result.body_bytes
         self.throttled += result.throttled
+        if result.ttfb_s is not None:
+            self.ttfb.record(result.ttfb_s)
         if result.ok:
             self.ok.record(result.latency_s)
             self.successes += 1
@@ -260,6 +292,14 @@ class LevelRecorder:
         self.body_bytes += other.body_bytes
         self.retry_after_refused += other.retry_after_refused
         self.throttled += other.throttled
+        self.ttfb.merge(other.ttfb)
+        self.connections += other.connections
+        self.connect_total += other.connect_total
+        self.tls_total += other.tls_total
+        self.timed = self.timed or other.timed
+        self.tls.merge(other.tls)
+        for address, n in other.addresses.items():
+            self.addresses[address] = self.addresses.get(address, 0) + n
         for kind, n in other.errors.items():
             self.errors[kind] += n
         for code, n in other.error_statuses.items():
@@ -276,6 +316,9 @@ class LevelRecorder:
             "last_done": self.last_done if self.count else None, "body_bytes": self.body_bytes,
             "error_statuses": {str(k): v for k, v in self.error_statuses.items()},
             "retry_after_refused": self.retry_after_refused, "throttled": self.throttled,
+            "ttfb": self.ttfb.to_dict(), "connections": self.connections, "connect_total": self.connect_total,
+            "tls_total": self.tls_total, "timed": self.timed, "tls": self.tls.to_dict(),
+            "addresses": dict(self.addresses),
         }
 
     @classmethod
@@ -292,6 +335,12 @@ class LevelRecorder:
         rec.error_statuses = {int(k): int(v) for k, v in data["error_statuses"].items()}
         rec.retry_after_refused = int(data["retry_after_refused"])
         rec.throttled = int(data["throttled"])
+        rec.ttfb = LatencyHistogram.from_dict(data["ttfb"])
+        rec.connections = int(data["connections"])
+        rec.connect_total, rec.tls_total = float(data["connect_total"]), float(data["tls_total"])
+        rec.timed = bool(data["timed"])
+        rec.tls = TlsFacts.from_dict(data["tls"])
+        rec.addresses = {str(k): int(v) for k, v in data["addresses"].items()}
         return rec
 
 
@@ -415,6 +464,11 @@ def summarize(
         ok_latency_max_s=ok.max if ok.count else 0.0,
         throttled=pooled.throttled,
         out_of_files=out_of_files,
+        connections_opened=pooled.connections if pooled.timed else None,
+        connect_mean_s=pooled.connect_total / pooled.connections if pooled.timed and pooled.connections else None,
+        tls_mean_s=pooled.tls_total / pooled.connections if pooled.timed and pooled.connections else None,
+        ttfb_p50_s=pooled.ttfb.quantile(0.50) if pooled.ttfb.count else None,
+        ttfb_p99_s=pooled.ttfb.quantile(0.99) if pooled.ttfb.count else None,
     )
 
 

@@ -45,6 +45,8 @@ class FetchResult:
     retry_after_refused_s: float | None = None  # a Retry-After not waited for: too long
     intended_at: float = 0.0
     throttled: int = 0  # attempts the server answered 429, or 503 with a Retry-After
+    ttfb_s: float | None = None  # the last attempt's request sent → first byte of its response
+    peer: str | None = None  # the address the last attempt went to
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError when there is none or it is not JSON)."""
@@ -62,7 +64,8 @@ class Sink(Protocol):
 
     def success(self, sent_at: float, done_at: float, body_bytes: int) -> None:
         """A request that succeeded at its first attempt, with no wait for a slot other than the
-        sink knows of: the hot path of a fast engine, which builds no `FetchResult` for it."""
+        sink knows of: the hot path of a fast engine, which builds no `FetchResult` for it (and
+        keeps its time to first byte itself: see `LevelRecorder.note_engine`)."""
         ...
 
 

@@ -51,6 +51,12 @@ class LevelStats:
     ok_latency_max_s: float
     throttled: int  # attempts answered 429, or 503 with a Retry-After (retried ones too)
     out_of_files: int  # requests the client could not send: it was out of open files (ulimit -n)
+    # Where the time went (None where the engine does not measure it: the aiohttp engine's set-up)
+    connections_opened: int | None  # new connections the level opened
+    connect_mean_s: float | None  # their TCP connect, on average
+    tls_mean_s: float | None  # their TLS handshake, on average (0 over plain HTTP)
+    ttfb_p50_s: float | None  # request sent → first byte of its response
+    ttfb_p99_s: float | None
 
     @classmethod
     def columns(cls) -> list[str]:

@@ -20,15 +20,19 @@ import math
 import os
 import random
 import select
+import shutil
 import signal
+import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -54,6 +58,9 @@ class ServerConfig:
     seed: int | None = None  # seeds the fault injection, for reproducible runs
     stall_after: int = 0  # after this many requests, freeze the whole server once; 0 is off
     stall: float = 0.0  # seconds of that freeze (a GC pause, a VM steal, a stop-the-world)
+    tls_cert: str | None = None  # serve https with this certificate (PEM) ...
+    tls_key: str | None = None  # ... and its key
+    tls: bool = False  # serve https with a throwaway certificate (EmbeddedServer makes it)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -338,15 +345,34 @@ async def serve(
     service = TargetService(config)
     # A deep accept backlog, so a burst of thousands of connections reaches the application
     # (and its capacity/queue policy) instead of stalling in the kernel's SYN queue.
+    context = None
+    if config.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+        context.set_alpn_protocols(["http/1.1"])
     server = await loop.create_server(lambda: _HttpConnection(service), config.host, config.port,
-                                      backlog=4096, reuse_address=True)
+                                      backlog=4096, reuse_address=True, ssl=context)
     try:
         host, port = server.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        on_ready(f"http://{shown}:{port}")
+        on_ready(f"{'https' if context else 'http'}://{shown}:{port}")
         await stop.wait()
     finally:
         server.close()
+
+
+def throwaway_certificate(folder: Path, hosts: Sequence[str]) -> tuple[Path, Path, Path]:
+    """A certificate for `hosts` signed by a CA made for the occasion (trustme), written to
+    `folder`: (the CA to trust, the certificate, its key), as PEM files."""
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert(*hosts)
+    paths = (folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+    ca.cert_pem.write_to_path(str(paths[0]))
+    issued.private_key_and_cert_chain_pem.write_to_path(str(paths[1]))
+    issued.private_key_pem.write_to_path(str(paths[2]))
+    return paths
 
 
 def run_on_best_loop(coro: Any) -> Any:
@@ -371,10 +397,16 @@ class EmbeddedServer:
         self.config.port = 0
         self.start_timeout = start_timeout
         self.url: str | None = None
+        self.ca_path: Path | None = None  # with a throwaway certificate: the CA a client must trust
         self._proc: subprocess.Popen[str] | None = None
+        self._scratch: str | None = None
 
     def start(self) -> str:
         self.config.validate()
+        if self.config.tls and not self.config.tls_cert:
+            self._scratch = tempfile.mkdtemp(prefix="asyncbench-tls-")
+            ca, cert, key = throwaway_certificate(Path(self._scratch), [self.config.host, "localhost"])
+            self.ca_path, self.config.tls_cert, self.config.tls_key = ca, str(cert), str(key)
         cmd = [sys.executable, "-m", "asyncbench.server", json.dumps(asdict(self.config))]
         self._proc = subprocess.Popen(
             cmd,
@@ -385,7 +417,7 @@ class EmbeddedServer:
         )
         ready, _, _ = select.select([self._proc.stdout], [], [], self.start_timeout)
         line = self._proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
-        if not line.startswith("http"):
+        if not line.startswith(("http://", "https://")):
             self.stop()
             err = self._proc.stderr.read().strip() if self._proc.stderr else ""
             reason = err.splitlines()[-1] if err else "it did not report its address in time"
@@ -394,6 +426,9 @@ class EmbeddedServer:
         return self.url
 
     def stop(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return

@@ -14,13 +14,13 @@ import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asyncbench import report, signals
-from asyncbench.errors import Interrupted, ObjectiveNotMet, OutputError, RunFailed, TargetError, TargetGone
+from asyncbench.errors import Interrupted, ObjectiveNotMet, OutputError, RunFailed, RunStopped, TargetError, TargetGone
 from asyncbench.options import check_target_url
 from asyncbench.redact import redact_text, redact_url
 from asyncbench.results import ResultsWriter, run_metadata
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from asyncbench.experiments.descriptor import Experiment
+    from asyncbench.load.route import Reach, Route
     from asyncbench.load.spec import RequestSpec
     from asyncbench.server import ServerConfig
 
@@ -49,12 +50,18 @@ class Outputs:
                 check_output_dir(path, option)
 
 
-def prepare(url: str | None, outputs: Outputs) -> None:
-    """Refuse a bad target URL, then an unwritable output folder: both before anything runs
-    or any folder is made."""
+def prepare(url: str | None, outputs: Outputs, reach: Reach | None = None) -> Route | None:
+    """Refuse a bad target URL, one that leads off this machine without the opt-in, a host that
+    does not resolve, then an unwritable output folder: all before anything runs or any folder
+    is made. The route to the URL, resolved once for the run (None for the embedded server)."""
+    from asyncbench.load.route import Reach, reach_target
+
+    route = None
     if url is not None:
         check_target_url(url)
+        route = reach_target(url, reach or Reach())
     outputs.check()
+    return route
 
 
 def check_output_dir(path: Path, option: str) -> None:
@@ -83,10 +90,11 @@ def check_output_file(path: Path, option: str) -> None:
 
 
 @contextmanager
-def target(url: str | None, server: ServerConfig) -> Iterator[str]:
-    """The URL to load: the given one, or the embedded server started for the run."""
+def target(url: str | None, server: ServerConfig) -> Iterator[tuple[str, Path | None]]:
+    """The URL to load: the given one, or the embedded server started for the run; and the CA
+    to trust for it when the embedded server serves TLS with a throwaway certificate."""
     if url is not None:
-        yield check_target_url(url)
+        yield url, None
         return
     from asyncbench.server import EmbeddedServer
 
@@ -96,7 +104,7 @@ def target(url: str | None, server: ServerConfig) -> Iterator[str]:
     except RuntimeError as exc:
         raise TargetError(str(exc)) from None
     try:
-        yield started + "/"
+        yield started + "/", embedded.ca_path
     finally:
         embedded.stop()
 
@@ -126,9 +134,10 @@ def run_async(coro: Coroutine[Any, Any, Any], loop: str = "asyncio", blocking: b
 
 
 def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asyncio",
-              blocking: bool = False) -> tuple[bool, TargetGone | None]:
-    """Run an experiment under the progress display: whether Ctrl-C interrupted it, and
-    whether the target went away in the middle (the steps before are kept either way)."""
+              blocking: bool = False) -> tuple[bool, TargetGone | RunStopped | None]:
+    """Run an experiment under the progress display: whether Ctrl-C interrupted it, and how it
+    ended early if it did — the target went away, or a bound of the run was reached (the steps
+    before are kept either way)."""
     try:
         if progress is not None:
             with progress:
@@ -137,8 +146,8 @@ def run_steps(progress: Any, coro: Coroutine[Any, Any, Any], loop: str = "asynci
             run_async(coro, loop, blocking)
     except KeyboardInterrupt:
         return True, None
-    except TargetGone as gone:
-        return False, gone
+    except (TargetGone, RunStopped) as ended:
+        return False, ended
     return False, None
 
 
@@ -149,6 +158,8 @@ def preflight_or_fail(spec: RequestSpec, loop: str = "asyncio") -> str:
 
     answer = run_async(preflight(spec), loop)
     if not answer.reachable:
+        if answer.detail.startswith("TLS handshake"):
+            raise TargetError(answer.detail)
         raise TargetError(f"target {redact_url(spec.url)} is unreachable: {answer.detail}")
     print(f"asyncbench: pre-flight {spec.method} {redact_url(spec.url)}: {answer.summary}", file=sys.stderr)
     if answer.status is not None and answer.status >= 400:
@@ -234,6 +245,14 @@ class Plan(Protocol):
     total_steps: int
     latency_file: bool  # it writes latency quantiles per step
     gone: TargetGone | None  # set before `conclude` when the target went away mid-run
+    stopped: RunStopped | None  # ... or when a bound of the run (--max-requests, --max-duration) stopped it
+
+    def reach(self) -> Reach:
+        """How the target may be reached: --resolve, --connect-to, the remote opt-in."""
+
+    def bound(self) -> str:
+        """What the run will send at most (requests at once, in all, and time), said before the
+        first request to a target that is not this machine."""
 
     def check(self, console: Console) -> None:
         """Warn, before anything runs, of what would spoil the run."""
@@ -277,6 +296,17 @@ class PlanDefaults:
     sidecar field besides its settings, no latency quantiles."""
 
     gone = None  # the target went away mid-run (set by the session before `conclude`)
+    stopped = None  # a bound of the run stopped it (set by the session before `conclude`)
+
+    def reach(self) -> Reach:
+        import os
+
+        from asyncbench.load.route import Reach
+
+        return Reach(allow_remote=os.environ.get("ASYNCBENCH_ALLOW_REMOTE", "") not in ("", "0"))
+
+    def bound(self) -> str:
+        return "requests as the experiment makes them"
 
     def check(self, console: Console) -> None:
         pass
@@ -332,30 +362,43 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
     from asyncbench import thresholds as limits
 
     checks = limits.parse(fail_if, plan.row_type)
-    prepare(url, outputs)
+    route = prepare(url, outputs, plan.reach())
     console = report.make_console()
     plan.check(console)
     experiment = plan.experiment
-    with tempfile.TemporaryDirectory(prefix="asyncbench-") as scratch, plan.scale(), target(url, server) as target_url:
+    with (tempfile.TemporaryDirectory(prefix="asyncbench-") as scratch, plan.scale(),
+          target(url, server) as (target_url, ca_path)):
         spec = plan.bind(target_url, Path(scratch))
+        if ca_path is not None and spec.tls is not None and spec.tls.cacert is None and not spec.tls.insecure:
+            spec.tls = replace(spec.tls, cacert=ca_path)  # the embedded server's throwaway CA, for this run
+        if route is not None:
+            # Every connection of the run goes to the addresses resolved once, here.
+            spec.addresses, spec.connect_port = route.addresses, route.connect_port
+            if route.remote:
+                print(f"asyncbench: loading {route.describe()}, which is not this machine: {plan.bound()}",
+                      file=sys.stderr, flush=True)
         detail = preflight_or_fail(spec, plan.loop)
         metadata = metadata_for(experiment.name, url, spec.url, server, plan.config(), detail,
-                                **plan.metadata(), **{experiment.completed_key: 0})
+                                **plan.metadata(), **{experiment.completed_key: 0},
+                                **({"route": route.to_dict()} if route is not None else {}))
         columns = [f.name for f in fields(plan.row_type)]
         with ResultsWriter(outputs.results_dir, experiment.name, columns, metadata, datetime.now(),
                            latency_file=plan.latency_file) as writer:
             progress = report.SweepProgress(console) if console.is_terminal and plan.live else None
             steps = Steps(plan, writer, progress, console)
-            interrupted, plan.gone = run_steps(progress, plan.run(steps, writer), plan.loop, plan.blocking)
-            gone = plan.gone
+            interrupted, ended = run_steps(progress, plan.run(steps, writer), plan.loop, plan.blocking)
+            gone = plan.gone = ended if isinstance(ended, TargetGone) else None
+            stopped = plan.stopped = ended if isinstance(ended, RunStopped) else None
             target_name = "embedded server" if url is None else redact_url(spec.url)
             title = f"{experiment.name}: {target_name}"
             conclusion = plan.conclude(steps.results, interrupted, title)
             keys = experiment.row_keys
             failures = limits.evaluate(checks, steps.rows, lambda row: ", ".join(f"{k} {row[k]}" for k in keys))
+            status = "interrupted" if interrupted else ("failed" if gone else ("stopped" if stopped else "complete"))
             writer.write_metadata(
-                status="interrupted" if interrupted else ("failed" if gone else "complete"),
+                status=status,
                 **({"reason": str(gone), "target_gone": {"step": gone.step, "level": gone.level}} if gone else {}),
+                **({"reason": stopped.reason, "partial": stopped.level} if stopped else {}),
                 finished_at=datetime.now().isoformat(timespec="seconds"),
                 **conclusion.metadata,
                 **({"thresholds": limits.summary(checks)} if checks else {}),

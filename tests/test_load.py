@@ -189,7 +189,7 @@ def test_error_messages_redact_secrets(args, tmp_path):
         (["trap", "--timeout", "nan"], "--timeout nan"),
         (["trap", "-H", "NoColonHere"], "'NoColonHere'"),
         (["trap", "ftp://127.0.0.1/"], "ftp://127.0.0.1/"),
-        (["trap", "http://10.1.2.3/"], "refusing to send load to '10.1.2.3'"),
+        (["trap", "http://10.1.2.3/"], "refusing to load 10.1.2.3 (10.1.2.3): it is not this machine"),
         (["trap", "--min-success", "1.5"], "--min-success 1.5"),
         (["trap", "--server-capacity", "0"], "--server-capacity 0"),
         (["trap", "--data", "@/no/such/file"], "/no/such/file"),

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncbench"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("asyncbench.version", "asyncbench.errors", "asyncbench.records", "asyncbench.rows", "asyncbench.redact", "asyncbench.signals", "asyncbench.options",
      "asyncbench.system"),
-    ("asyncbench.metrics", "asyncbench.rates", "asyncbench.usl", "asyncbench.thresholds", "asyncbench.engines",
+    ("asyncbench.metrics", "asyncbench.rates", "asyncbench.usl", "asyncbench.thresholds", "asyncbench.tls", "asyncbench.engines",
      "asyncbench.client", "asyncbench.server"),
     ("asyncbench.load",),
     ("asyncbench.results", "asyncbench.report", "asyncbench.plots", "asyncbench.webreport", "asyncbench.compare"),

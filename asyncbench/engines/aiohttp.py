@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from asyncbench.client import AsyncHttpClient
 from asyncbench.records import FetchResult, ScheduledSink, Sink
+from asyncbench.tls import TlsSettings
 
 
 class AiohttpEngine:
@@ -17,11 +20,20 @@ class AiohttpEngine:
 
     def __init__(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
                  data: bytes | None = None, timeout: float = 10.0, retries: int = 0,
-                 concurrency: int = 1, bounded: bool = True, insecure: bool = False) -> None:
+                 concurrency: int = 1, bounded: bool = True, insecure: bool = False, *,
+                 addresses: Sequence[str] = (), connect_port: int | None = None, tls: TlsSettings | None = None) -> None:
         self.url, self.method, self.data, self.concurrency = url, method, data, concurrency
         self.headers = headers or None
+        routes = None
+        if addresses:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            routes = {((parts.hostname or "").lower(), port): [(a, connect_port or port) for a in addresses]}
+        context = tls.context() if tls is not None and url.startswith("https:") else None
         self.client = AsyncHttpClient(max_concurrency=concurrency if bounded else None, timeout=timeout,
-                                      retries=retries, keep_body=False, verify_tls=not insecure)
+                                      retries=retries, keep_body=False, verify_tls=not insecure,
+                                      ssl_context=context, routes=routes)
+        self.sent_to: dict[str, int] = {}  # requests sent to each address (aiohttp does not time its set-up)
         self.in_flight = 0
         self.refused_locally = 0  # aiohttp says no such thing: its failures are the server's or the OS's
         self._tasks: set[asyncio.Task[None]] = set()
@@ -37,7 +49,10 @@ class AiohttpEngine:
         await self.client.close()
 
     async def fetch(self, slot: int) -> FetchResult:
-        return await self.client.fetch(self.url, method=self.method, data=self.data, headers=self.headers)
+        record = await self.client.fetch(self.url, method=self.method, data=self.data, headers=self.headers)
+        if record.peer is not None:
+            self.sent_to[record.peer] = self.sent_to.get(record.peer, 0) + record.attempts
+        return record
 
     async def run(self, requests: int, sink: Sink, duration: float | None = None) -> None:
         """`requests` requests shared by `concurrency` workers, each result into `sink`; with

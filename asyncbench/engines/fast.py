@@ -6,6 +6,12 @@ in flight, the semaphore's `limit` workers keep `limit` connections. The request
 built once per run; a response is parsed as it arrives and its body counted, never kept. A
 connection the server closes (Connection: close, HTTP/1.0, a close-delimited body, an idle
 timeout) is opened again by the next request of its slot.
+
+New connections go to the run's addresses in turn (resolved once, for the run). Over TLS the
+engine does the handshake itself, over memory buffers (`_Tls`): so that it can time it apart
+from the TCP connect, and resume the session of an earlier connection (asyncio's own TLS
+cannot be handed a session). Where the time went is counted per round: connections opened,
+their TCP and TLS set-up, and each request's time to first byte.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ import asyncio
 import errno
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
 
 from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after, result
+from asyncbench.metrics import LatencyHistogram
 from asyncbench.records import FetchResult, ScheduledSink, Sink, error_kind
+from asyncbench.tls import TlsFacts, TlsSettings
 from asyncbench.version import __version__
 
 _perf = time.perf_counter
@@ -108,7 +116,8 @@ class _Connection(asyncio.Protocol):
     """
 
     __slots__ = ("transport", "parser", "on_done", "status", "body_bytes", "closed", "keep_alive",
-                 "deadline", "sent_at", "chunks", "collecting", "head_bytes", "finished", "unsolicited")
+                 "deadline", "sent_at", "chunks", "collecting", "head_bytes", "finished", "unsolicited",
+                 "first_byte", "requests", "address", "retired", "made_at")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -127,13 +136,22 @@ class _Connection(asyncio.Protocol):
         # that bytes after its end (a body longer than its Content-Length) fail it instead.
         self.finished: Callable[[BaseException | None], None] | None = None
         self.unsolicited = False  # a response came that no request asked for
+        self.first_byte = 0.0  # when the first byte of the response in flight arrived
+        self.requests = 0  # requests sent on this connection
+        self.address = ""  # the address it is connected to
+        self.retired = False  # its requests are counted into the engine's per-address tally
+        self.made_at = 0.0  # when its TCP connection was made (before any TLS handshake)
 
     # --- asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if not self.made_at:
+            self.made_at = _perf()
 
     def data_received(self, data: bytes) -> None:
         if self.collecting:
+            if not self.head_bytes:
+                self.first_byte = _perf()
             self.chunks.append(data)
             self.head_bytes += len(data)
         try:
@@ -227,6 +245,7 @@ class _Connection(asyncio.Protocol):
         self.body_bytes = 0
         self.collecting = True
         self.head_bytes = 0
+        self.requests += 1
         self.chunks.clear()
         self.on_done = on_done
         self.sent_at = now = _perf()
@@ -242,7 +261,7 @@ class _Connection(asyncio.Protocol):
             if status == 429 or status == 503:
                 retry_after = parse_retry_after(_Head(b"".join(self.chunks)).fields.get(b"retry-after"))
             return Attempt(status=status, error=error_kind(status), retry_after=retry_after,
-                           body_bytes=self.body_bytes)
+                           body_bytes=self.body_bytes, ttfb_s=self.first_byte - self.sent_at, peer=self.address)
         return _failed(exc, timeout)
 
     def check_deadline(self, now: float) -> None:
@@ -296,6 +315,131 @@ def _failed(exc: BaseException, timeout: float) -> Attempt:
     return Attempt(error=kind, detail=str(exc) or type(exc).__name__)
 
 
+# TLS sessions to resume, by server name and port: kept for the process, so that a new round's
+# first connection resumes too.
+_SESSIONS: dict[tuple[int, str, int], ssl.SSLSession] = {}
+
+
+class _TlsTransport:
+    """What a TLS connection's HTTP protocol writes through: its requests become TLS records on
+    the real transport; closing is the real transport's."""
+
+    __slots__ = ("raw", "tls", "outgoing")
+
+    def __init__(self, raw: asyncio.Transport, tls: ssl.SSLObject, outgoing: ssl.MemoryBIO) -> None:
+        self.raw, self.tls, self.outgoing = raw, tls, outgoing
+
+    def write(self, data: bytes) -> None:
+        self.tls.write(data)
+        self.raw.write(self.outgoing.read())
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def is_closing(self) -> bool:
+        return self.raw.is_closing()
+
+
+class _Tls(asyncio.Protocol):
+    """The TLS layer under an HTTP connection: the handshake over memory buffers (timed, and
+    resuming an earlier session when allowed), then each record decrypted into the connection.
+    `ready` is resolved when the handshake is done (or set to why it failed)."""
+
+    __slots__ = ("conn", "context", "hostname", "key", "resume", "ready", "raw", "incoming", "outgoing", "tls",
+                 "started", "handshake_s", "saved")
+
+    def __init__(self, conn: _Connection, context: ssl.SSLContext, hostname: str, port: int, resume: bool,
+                 ready: asyncio.Future[None]) -> None:
+        self.conn, self.context, self.hostname, self.key = conn, context, hostname, (id(context), hostname, port)
+        self.resume, self.ready = resume, ready
+        self.raw: asyncio.Transport | None = None
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls: ssl.SSLObject | None = None
+        self.started = self.handshake_s = 0.0
+        self.saved = False  # this connection's session is kept for others to resume
+
+    def connection_made(self, transport: Any) -> None:
+        self.raw = transport
+        self.conn.made_at = _perf()  # the TCP connection, apart from the handshake to come
+        session = _SESSIONS.get(self.key) if self.resume else None
+        try:
+            self.tls = self.context.wrap_bio(self.incoming, self.outgoing, server_hostname=self.hostname,
+                                             session=session)
+        except (ValueError, ssl.SSLError) as exc:
+            transport.close()
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            return
+        self.started = _perf()
+        self._handshake()
+
+    def _handshake(self) -> None:
+        tls, raw = self.tls, self.raw
+        assert tls is not None and raw is not None
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            if self.outgoing.pending:
+                raw.write(self.outgoing.read())
+            return
+        except (ssl.SSLError, OSError) as exc:
+            if self.outgoing.pending:
+                raw.write(self.outgoing.read())
+            raw.close()
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            return
+        if self.outgoing.pending:
+            raw.write(self.outgoing.read())
+        self.handshake_s = _perf() - self.started
+        self.conn.connection_made(_TlsTransport(raw, tls, self.outgoing))
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        if not self.ready.done():
+            self._handshake()
+            if not self.ready.done() or self.ready.exception() is not None:
+                return
+        tls, conn = self.tls, self.conn
+        assert tls is not None
+        try:
+            while True:
+                chunk = tls.read(65536)
+                if not chunk:  # close_notify: the server ends the connection
+                    if self.raw is not None:
+                        self.raw.close()
+                    break
+                conn.data_received(chunk)
+                if not self.incoming.pending and not tls.pending():
+                    break
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            conn._fail(_kind(ConnectionError(f"TLS: {exc.reason or exc}"), "other"))
+            return
+        if self.outgoing.pending and self.raw is not None:  # a key update, a ticket acknowledgement
+            self.raw.write(self.outgoing.read())
+        if self.resume and not self.saved:
+            # A TLS 1.3 server sends its ticket after the handshake: the session can be resumed
+            # once one has come (a TLS 1.2 session, at once).
+            session = tls.session
+            if session is not None and (session.has_ticket or tls.version() != "TLSv1.3"):
+                _SESSIONS[self.key] = session
+                self.saved = True
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(exc or ConnectionError("the server closed the connection during the TLS handshake"))
+            return
+        self.conn.connection_lost(exc)
+
+
 class FastEngine:
     """Requests of one spec on `concurrency` slots, a connection per slot."""
 
@@ -303,21 +447,34 @@ class FastEngine:
 
     def __init__(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
                  data: bytes | None = None, timeout: float = 10.0, retries: int = 0,
-                 concurrency: int = 1, insecure: bool = False) -> None:
+                 concurrency: int = 1, insecure: bool = False, *, addresses: Sequence[str] = (),
+                 connect_port: int | None = None, tls: TlsSettings | None = None) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.https = parts.scheme == "https"
         self.port = parts.port or (443 if self.https else 80)
+        # Where connections go: the run's addresses in turn (resolved once), on the port the
+        # route says; the Host header and TLS's server name stay the URL's.
+        self.addresses = tuple(addresses) or (self.host,)
+        self.connect_port = connect_port or self.port
+        self._turn = 0
         self.timeout = timeout
         self.head = method == "HEAD"
         self.request = build_request(url, method, headers or {}, data)
         self.policy = RetryPolicy(retries)
         self.ssl: ssl.SSLContext | None = None
+        self.tls_resume = False
         if self.https:
-            self.ssl = ssl.create_default_context()
-            if insecure:
-                self.ssl.check_hostname = False
-                self.ssl.verify_mode = ssl.CERT_NONE
+            settings = tls or TlsSettings(insecure=insecure)
+            self.ssl = settings.context()
+            self.tls_resume = settings.resume
+        # Where the time went, this round: connections opened, their set-up, the handshakes.
+        self.opened = 0
+        self.connect_total = 0.0
+        self.tls_total = 0.0
+        self.tls_facts = TlsFacts()
+        self.sent_to: dict[str, int] = {}  # requests sent to each address
+        self.ttfb = LatencyHistogram()  # send → first byte, of the successes the hot path records
         self.slots: list[_Connection | None] = [None] * concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None]
@@ -342,11 +499,18 @@ class FastEngine:
             task.cancel()
         for conn in self.slots:
             if conn is not None:
+                self._retire(conn)
                 conn.close()
         self.slots = [None] * len(self.slots)
         # A transport closes its socket on the loop's next turn: let it, so the descriptors are
         # free before the results are written.
         await asyncio.sleep(0)
+
+    def _retire(self, conn: _Connection) -> None:
+        """Count a connection's requests into the per-address tally, once."""
+        if not conn.retired:
+            conn.retired = True
+            self.sent_to[conn.address] = self.sent_to.get(conn.address, 0) + conn.requests
 
     async def _sweep(self) -> None:
         """Time out the requests past their deadline. One sweep over the slots every few ms costs
@@ -372,6 +536,8 @@ class FastEngine:
         conn = self.slots[slot]
         try:
             if conn is None or not conn.usable():
+                if conn is not None:
+                    self._retire(conn)
                 conn = self.slots[slot] = await self._connect(time_left)
         except (OSError, TimeoutError) as exc:
             self._drop(slot)
@@ -411,6 +577,7 @@ class FastEngine:
     async def _drive(self, slot: int, sink: Sink) -> None:
         assert self._loop is not None
         add, success, request, timeout = sink.add, sink.success, self.request, self.timeout
+        ttfb = self.ttfb.pending  # LatencyHistogram.record, inlined (flushed when the round ends)
         while self._left > 0:
             self._left -= 1
             add(await self.fetch(slot))
@@ -428,6 +595,9 @@ class FastEngine:
                 status = conn.status
                 if exc is None and status is not None and status < 400:
                     success(conn.sent_at, now, conn.body_bytes)
+                    ttfb.append(conn.first_byte - conn.sent_at)
+                    if len(ttfb) >= 4096:
+                        self.ttfb.flush()
                 else:
                     add(result(conn.outcome(exc, timeout), 1, conn.sent_at, now))
                 if exc is None and conn.keep_alive and not conn.closed and self._left > 0:
@@ -437,6 +607,7 @@ class FastEngine:
                     conn.body_bytes = 0
                     conn.collecting = True
                     conn.head_bytes = 0
+                    conn.requests += 1
                     conn.chunks.clear()
                     conn.on_done = on_done
                     conn.sent_at = sent = _perf()
@@ -480,6 +651,7 @@ class FastEngine:
             status = conn.status
             if exc is None and status is not None and status < 400:
                 scheduled(self._intended[slot], conn.sent_at, now, conn.body_bytes)
+                self.ttfb.record(conn.first_byte - conn.sent_at)
             else:
                 record = result(conn.outcome(exc, timeout), 1, conn.sent_at, now)
                 record.intended_at = self._intended[slot]
@@ -530,15 +702,35 @@ class FastEngine:
             raise
 
     async def _open_connection(self, loop: asyncio.AbstractEventLoop, time_left: float) -> _Connection:
+        address = self.addresses[self._turn % len(self.addresses)]
+        self._turn += 1
+        conn = (_HeadConnection if self.head else _Connection)()
+        conn.address = address
+        started = _perf()
         async with asyncio.timeout(time_left):
-            _, conn = await loop.create_connection(
-                _HeadConnection if self.head else _Connection, self.host, self.port, ssl=self.ssl,
-                server_hostname=self.host if self.ssl else None,
-            )
+            if self.ssl is None:
+                await loop.create_connection(lambda: conn, address, self.connect_port)
+                self.connect_total += conn.made_at - started
+            else:
+                ready: asyncio.Future[None] = loop.create_future()
+                layer = _Tls(conn, self.ssl, self.host, self.port, self.tls_resume, ready)
+                await loop.create_connection(lambda: layer, address, self.connect_port)
+                self.connect_total += conn.made_at - started
+                try:
+                    await ready
+                finally:
+                    if not ready.done():
+                        ready.cancel()
+                        if layer.raw is not None:
+                            layer.raw.close()
+                self.tls_total += layer.handshake_s
+                self.tls_facts.record(layer.tls)
+        self.opened += 1
         return conn
 
     def _drop(self, slot: int) -> None:
         conn = self.slots[slot]
         if conn is not None:
+            self._retire(conn)
             conn.close()
         self.slots[slot] = None

@@ -48,6 +48,8 @@ class Attempt:
     retry_after: float | None = None  # seconds, from a 429 or 503
     body: bytes | None = None
     body_bytes: int = 0
+    ttfb_s: float | None = None  # request sent → first byte of the response (None: none came)
+    peer: str | None = None  # the address the attempt was sent to
 
     @property
     def throttled(self) -> bool:
@@ -111,4 +113,5 @@ def result(attempt: Attempt, attempts: int, sent: float, done: float, refused: f
         detail=detail, queue_wait_s=queue_wait, sent_at=sent, done_at=done, body=attempt.body,
         body_bytes=attempt.body_bytes, retry_after_refused_s=refused, intended_at=sent - queue_wait,
         throttled=int(attempt.throttled) if throttled is None else throttled,
+        ttfb_s=attempt.ttfb_s, peer=attempt.peer,
     )

@@ -28,7 +28,7 @@ from asyncbench import report
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
 from asyncbench.experiments.sweep import LoadPlan, load_setup
-from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
+from asyncbench.groups import Bounds, Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
 from asyncbench.load.spec import RequestSpec, check_target
 from asyncbench.options import check_range
 from asyncbench.rows import LevelStats, RateStats
@@ -179,6 +179,7 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
         probes.append(result)
         events.finished(result)
         await check_target(config.request, step, level, stats)
+        driver.check_budget(level)
         return row.passed
 
     good: int | None = None
@@ -249,7 +250,7 @@ def knee_bracket(results: list[ProbeResult]) -> tuple[int, int] | None:
 
 
 def command(target: Target, objective: FindOptions, floor: Floor, options: SearchOptions, request: Request,
-            cooldown: Cooldown, connection: Connection, scale: Scale, outputs: Outputs, thresholds: Thresholds,
+            cooldown: Cooldown, connection: Connection, bounds: Bounds, scale: Scale, outputs: Outputs, thresholds: Thresholds,
             server: Server) -> None:
     """The most load the target sustains within an objective (p99, success rate).
 
@@ -262,7 +263,7 @@ def command(target: Target, objective: FindOptions, floor: Floor, options: Searc
     check_range("--max", options.max_level, 1, 1_000_000)
     check_range("--probe-duration", options.probe_duration, 0, 600, low_inclusive=False)
     check_range("--max-in-flight", options.max_in_flight, 1, 1_000_000)
-    setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
+    setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
                        outputs=outputs, thresholds=thresholds, server=server)
     config = FindConfig(setup.spec, objective.slo_p99, min_success=setup.min_success, mode=options.mode,
                         max_level=options.max_level, probe_duration=options.probe_duration,
@@ -299,6 +300,13 @@ class FindPlan(LoadPlan):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "slo_p99_s": self.find_config.slo_p99}
+
+    def most_at_once(self) -> int:
+        cfg = self.find_config
+        return cfg.max_in_flight if cfg.mode == "rate" else cfg.max_level
+
+    def planned_requests(self) -> int | None:
+        return None  # as many as the search needs: --max-requests bounds it
 
     @property
     def row_type(self) -> type:
@@ -341,6 +349,8 @@ class FindPlan(LoadPlan):
         else:
             shown.append(find_verdict(rows, best.stats, knee.stats, objective, unit, cfg.max_level))
         self.gone_facts(metadata, shown)
+        self.stop_facts(metadata, shown)
+        self.reach_facts(metadata)
         block = report.warnings_block(notes)
         if block is not None:
             shown.append(block)

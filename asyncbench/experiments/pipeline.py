@@ -29,7 +29,7 @@ import typer
 from asyncbench import report
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import Experiment, StepEvents
-from asyncbench.groups import REQUEST, Defaults, Only, Outputs, Request, Server, Thresholds, check_loop
+from asyncbench.groups import REQUEST, Connection, Defaults, Only, Outputs, Request, Server, Thresholds, check_loop
 from asyncbench.options import check_range, check_readable_file, parse_headers, parse_int_list
 from asyncbench.redact import redact_header, redact_url
 from asyncbench.session import Conclusion, PlanDefaults, check_output_file
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from asyncbench.client import FetchResult
+    from asyncbench.load.route import Reach
     from asyncbench.load.spec import RequestSpec
     from asyncbench.results import ResultsWriter, Run, WholeLines
     from asyncbench.session import Steps
@@ -310,7 +311,8 @@ async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
 
 
 def command(options: PipelineOptions, request: Annotated[Request, Only("retries", "timeout", "header"), Defaults(retries=3)],
-            run_options: PipelineRun, outputs: Outputs, thresholds: Thresholds, server: Server) -> None:
+            run_options: PipelineRun, connection: Annotated[Connection, Only("allow_remote")], outputs: Outputs,
+            thresholds: Thresholds, server: Server) -> None:
     """Stream a file in chunks to an embedding API in batches, in flat memory (Lab 2.5).
 
     Every (batch size, concurrency) pair runs; results stream to a JSONL file per pair.
@@ -344,6 +346,7 @@ def command(options: PipelineOptions, request: Annotated[Request, Only("retries"
     config = server.config()
     folders = outputs.outputs()
     plan = PipelinePlan(req, folders.results_dir, options.url is None, check_loop(run_options.loop))
+    plan.allow_remote = connection.remote_allowed()
     from asyncbench import session
 
     session.run(plan, options.url, config, folders, thresholds.expressions())
@@ -401,6 +404,13 @@ class PipelinePlan(PlanDefaults):
         self.inputs: list[tuple[Path, float]] = []
         self.endpoint = ""
         self.output_for: dict[tuple[float, int, int], Path] = {}
+
+    allow_remote = False
+
+    def reach(self) -> Reach:
+        from asyncbench.load.route import Reach
+
+        return Reach(allow_remote=self.allow_remote)
 
     def bind(self, target_url: str, scratch: Path) -> RequestSpec:
         from asyncbench.load.spec import RequestSpec

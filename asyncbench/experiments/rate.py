@@ -22,7 +22,7 @@ from asyncbench import report
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents, sweet_row
 from asyncbench.experiments.sweep import LoadPlan, load_setup, usl_lines
-from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
+from asyncbench.groups import Bounds, Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
 from asyncbench.load.spec import RequestSpec, check_target
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 from asyncbench.session import Conclusion
@@ -100,11 +100,12 @@ async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
         results.append(result)
         events.finished(result)
         await check_target(config.request, step, rate, stats)
+        driver.check_budget(rate)
     return results
 
 
 def command(target: Target, options: RateOptions, request: Request, cooldown: Cooldown, connection: Connection,
-            scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds, server: Server) -> None:
+            bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds, server: Server) -> None:
     """The open model: requests sent on a schedule, whatever the server does.
 
     Latency runs from when each request was due, so a server that stalls cannot hide it by
@@ -122,7 +123,7 @@ def command(target: Target, options: RateOptions, request: Request, cooldown: Co
     for r in rates:
         if r * duration > MAX_REQUESTS:
             raise UsageError(f"invalid --rates {r}: {r:,}/s for {duration:g} s is more than {MAX_REQUESTS:,} requests")
-    setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
+    setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
                        outputs=outputs, thresholds=thresholds, server=server)
     config = RateConfig(setup.spec, rates, duration=duration, arrivals=options.arrivals,
                         max_in_flight=options.max_in_flight, cooldown=setup.cooldown, seed=options.seed,
@@ -146,6 +147,13 @@ class RatePlan(LoadPlan):
 
     def check(self, console: Console) -> None:
         pass  # connections are opened as needed, bounded by --max-in-flight (checked by the CLI)
+
+    def most_at_once(self) -> int:
+        return int(self.settings["max_in_flight"])
+
+    def planned_requests(self) -> int | None:
+        duration = float(self.settings["duration_s"])
+        return sum(max(1, round(rate * duration)) for rate in self.levels) * (1 + self.spec.retries)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "slo_p99_s": self.slo_p99}
@@ -177,6 +185,8 @@ class RatePlan(LoadPlan):
         shown: list[RenderableType] = [rate_table(rows, sweet, title),
                                        rate_verdict(answered, sweet, self.min_success, self.slo_p99)]
         self.gone_facts(metadata, shown)
+        self.stop_facts(metadata, shown)
+        self.reach_facts(metadata)
         shown += usl_lines(rows, metadata, self.min_success, measured=True, excluded=excluded)
         block = report.warnings_block(notes)
         if block is not None:

@@ -14,7 +14,19 @@ import typer
 
 from asyncbench.experiments.descriptor import StepEvents
 from asyncbench.experiments.sweep import load_setup, load_sweep, run_sweep
-from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Rounds, Scale, Server, Target, Thresholds
+from asyncbench.groups import (
+    Bounds,
+    Connection,
+    Cooldown,
+    Floor,
+    Outputs,
+    Request,
+    Rounds,
+    Scale,
+    Server,
+    Target,
+    Thresholds,
+)
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 
 if TYPE_CHECKING:
@@ -55,7 +67,7 @@ async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
 
 
 def command(target: Target, options: SemaphoreOptions, rounds: Rounds, request: Request, cooldown: Cooldown,
-            connection: Connection, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
+            connection: Connection, bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
             server: Server) -> None:
     """Controlled concurrency: the same load through an asyncio.Semaphore of each limit.
 
@@ -69,7 +81,7 @@ def command(target: Target, options: SemaphoreOptions, rounds: Rounds, request: 
         print(f"asyncbench: warning: --requests {requests} is below limit {limits[-1]:,}: "
               f"at most {requests} requests can be in flight at once", file=sys.stderr)
     n_rounds = rounds.value()
-    setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
+    setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
                        outputs=outputs, thresholds=thresholds, server=server)
     config = SemaphoreConfig(setup.spec, limits, setup.driver, requests, n_rounds, setup.cooldown)
     settings: dict[str, Any] = {"limits": limits, "requests": requests, "rounds": n_rounds,

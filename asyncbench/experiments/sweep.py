@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asyncbench import report
+from asyncbench.errors import RunStopped
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, sweet_row
 from asyncbench.load.spec import RequestSpec, check_target
 from asyncbench.redact import redact_header, redact_url
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from asyncbench.experiments.descriptor import StepEvents
-    from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Thresholds
+    from asyncbench.groups import Bounds, Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Thresholds
     from asyncbench.load.driver import Driver
+    from asyncbench.load.route import Reach
     from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts
     from asyncbench.results import ResultsWriter, Run
     from asyncbench.server import ServerConfig
@@ -78,13 +80,21 @@ async def run_sweep(
                 # Let the target drain what the last level left behind before measuring again.
                 await asyncio.sleep(cooldown)
             first = False
-            facts.append(await driver.closed(step, spec, level, total, recorder, bounded=bounded))
-        stats = summarize(experiment.name, level, list(zip(recorders, facts, strict=True)))
-        result = LevelResult(stats, latency_quantiles(recorders), [round_figures(r) for r in recorders],
+            try:
+                facts.append(await driver.closed(step, spec, level, total, recorder, bounded=bounded))
+            except RunStopped:
+                if not facts:
+                    raise
+                driver.budget.cut = (step, driver.budget.reason())  # the rounds it ran are the level's
+                break
+        ran = recorders[:len(facts)]
+        stats = summarize(experiment.name, level, list(zip(ran, facts, strict=True)))
+        result = LevelResult(stats, latency_quantiles(ran), [round_figures(r) for r in ran],
                              driver.failures[failures_before:])
         results.append(result)
         events.finished(result)
         await check_target(spec, step, level, stats)
+        driver.check_budget(level)
     return results
 
 
@@ -126,16 +136,17 @@ class LoadSetup:
                           run=run, loop=self.loop, driver=self.driver), url)
 
 
-def load_setup(*, request: Request, cooldown: Cooldown, connection: Connection, scale: Scale, floor: Floor,
-               outputs: Outputs, thresholds: Thresholds, server: Server) -> LoadSetup:
+def load_setup(*, request: Request, cooldown: Cooldown, connection: Connection, bounds: Bounds, scale: Scale,
+               floor: Floor, outputs: Outputs, thresholds: Thresholds, server: Server) -> LoadSetup:
     """Validate the option groups every load experiment takes, in the order they were always
     checked (the first bad value is the one named)."""
     pause = cooldown.value()
     min_success = floor.value()
     spec = request.spec()
     loop = connection.apply(spec)
+    budget = bounds.budget()
     config = server.config()
-    return LoadSetup(spec=spec, loop=loop, driver=scale.driver(loop), min_success=min_success, cooldown=pause,
+    return LoadSetup(spec=spec, loop=loop, driver=scale.driver(loop, budget), min_success=min_success, cooldown=pause,
                      server=config, outputs=outputs.outputs(), fail_if=thresholds.expressions())
 
 
@@ -236,11 +247,66 @@ class LoadPlan(PlanDefaults):
 
     def excluded(self, results: Sequence[Any]) -> list[int]:
         """The steps no answer may be drawn from: the one during which the target went away,
-        and those whose load was not all made (a shard died)."""
+        the one a bound of the run cut short, and those whose load was not all made (a shard
+        died)."""
         out = [r.stats.level for r in results if r.incomplete]
         if self.gone is not None:
             out.append(self.gone.level)
+        if self.stopped is not None and self.stopped.level is not None:
+            out.append(self.stopped.level)
         return out
+
+    def reach(self) -> Reach:
+        from asyncbench.load.route import Reach
+
+        spec = self.spec
+        return Reach(spec.resolve, spec.connect_to, spec.allow_remote)
+
+    def most_at_once(self) -> int:
+        """The most requests this plan keeps in flight at once."""
+        return max(self.levels)
+
+    def planned_requests(self) -> int | None:
+        """The attempts this plan may make in all (retries included), or None when unknown."""
+        rounds = int(self.settings.get("rounds", 1) or 1)
+        per_level = self.settings.get("requests")
+        per_level_of = self.settings.get("requests_per_level")
+        total = sum((per_level or per_level_of or level) * rounds for level in self.levels)
+        return total * (1 + self.spec.retries)
+
+    def bound(self) -> str:
+        budget = self.driver.budget
+        planned = self.planned_requests()
+        if budget.max_requests is not None:
+            planned = budget.max_requests if planned is None else min(planned, budget.max_requests)
+        in_all = f"{planned:,} in all" if planned is not None else "as many in all as the search needs"
+        if budget.max_duration is not None:
+            time = f"nothing new after {budget.max_duration:g} s (--max-duration)"
+        else:
+            time = f"no time bound (each request at most {self.spec.timeout:g} s; --max-duration sets one)"
+        return f"at most {self.most_at_once():,} requests at once, {in_all}, {time}"
+
+    def stop_facts(self, metadata: dict[str, Any], shown: list[RenderableType]) -> None:
+        """A bound of the run that stopped it, said under the verdict and in the sidecar."""
+        from rich.text import Text
+
+        stopped = self.stopped
+        if stopped is None:
+            return
+        step = self.experiment.step
+        cut = (f"; {step} {stopped.level:,} was cut short and no answer is drawn from it"
+               if stopped.level is not None else "")
+        line = f"stopped: {stopped.reason}{cut}; the {step}s before are kept"
+        metadata["warnings"].insert(0, line)
+        shown.append(Text(line, style="bold yellow"))
+
+    def reach_facts(self, metadata: dict[str, Any]) -> None:
+        """Where the requests went, and the TLS they met: into the sidecar."""
+        driver = self.driver
+        if driver.addresses:
+            metadata["addresses"] = dict(driver.addresses)
+        if driver.tls.full or driver.tls.resumed:
+            metadata["tls"] = driver.tls.to_dict()
 
     def gone_facts(self, metadata: dict[str, Any], shown: list[RenderableType]) -> None:
         """The target that went away, said under the verdict and in the sidecar."""
@@ -284,6 +350,8 @@ class LoadPlan(PlanDefaults):
             verdict(answered, sweet, experiment.verdict_word, self.min_success, experiment.collapses),
         ]
         self.gone_facts(metadata, shown)
+        self.stop_facts(metadata, shown)
+        self.reach_facts(metadata)
         shown += usl_lines(rows, metadata, self.min_success, excluded=excluded)
         block = report.warnings_block(notes)
         if block is not None:
@@ -344,6 +412,9 @@ def level_table(
         table.add_column("wait\nms", justify="right")
     for header in ("ok p50\nms", "ok p99\nms", "ok\n%"):
         table.add_column(header, justify="right")
+    setup = any(_setup_matters(r) for r in rows)
+    if setup:
+        table.add_column("set-up\nms", justify="right")
     retried = any(report.retries_of(r) for r in rows)
     throttled = any(report.throttled_of(r) for r in rows)
     if retried or throttled:
@@ -362,12 +433,17 @@ def level_table(
         if show_queue_wait:
             cells.append(report.fmt_ms(r.queue_wait_mean_s))
         cells += [report.ok_ms(r, "p50"), report.ok_ms(r, "p99"), report.fmt_pct(r.success_rate)]
+        if setup:
+            cells.append(_ms_or_dash(_setup_s(r)))
         if retried or throttled:
             cells.append(f"{report.retries_of(r):,}/{report.throttled_of(r):,}")
         cells.append(report.errors_cell(r))
         style = "bold green" if is_sweet else ("red" if r.success_rate < 0.5 else None)
         table.add_row(*cells, style=style)
     notes = ["ok p50, ok p99: successful requests only (W: every request)"]
+    if setup:
+        notes.append("set-up: a new connection's TCP connect and TLS handshake, on average (in W; the CSV has "
+                     "them apart, and the time to first byte)")
     if retried or throttled:
         notes.append("retry: attempts beyond each request's first; throttle: attempts answered 429, or 503 "
                      "with Retry-After")
@@ -388,6 +464,33 @@ def throttle_note(row: Any, what: str) -> str | None:
             f"{' and retried' if report.retries_of(row) else ''}; its goodput is what the server let through, and a "
             f"level this short ({float(row.elapsed_s):.1f} s) rides the server's burst allowance: run more "
             "requests per level to see the rate it sustains")
+
+
+def _number(value: Any) -> float | None:
+    """A cell's number, or None for an empty one (a figure the engine did not measure)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number  # NaN: an empty cell read back
+
+
+def _setup_s(row: Any) -> float | None:
+    connect, tls = _number(getattr(row, "connect_mean_s", None)), _number(getattr(row, "tls_mean_s", None))
+    return None if connect is None else connect + (tls or 0.0)
+
+
+def _setup_matters(row: Any) -> bool:
+    """Whether opening connections was a noticeable part of the level's latency: a tenth of it
+    or more, per request (the trap opens one per request; over TLS the handshakes are the story)."""
+    setup, opened = _setup_s(row), _number(getattr(row, "connections_opened", None))
+    if setup is None or not opened or not row.requests:
+        return False
+    return setup * opened / row.requests >= 0.1 * float(row.latency_mean_s)
+
+
+def _ms_or_dash(seconds: float | None) -> str:
+    return "-" if seconds is None else report.fmt_ms(seconds)
 
 
 def verdict(

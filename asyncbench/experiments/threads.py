@@ -31,13 +31,14 @@ from asyncbench import report, signals
 from asyncbench.experiments.descriptor import Experiment, StepEvents
 from asyncbench.experiments.impact import WAYS, ImpactWay, run_way
 from asyncbench.experiments.impact import default_pool_size as default_pool_size  # the lab's, re-exported
-from asyncbench.groups import Only, Outputs, Request, Server, Target, Thresholds
+from asyncbench.groups import Connection, Only, Outputs, Request, Server, Target, Thresholds
 from asyncbench.options import check_range
 from asyncbench.session import Conclusion, PlanDefaults
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from asyncbench.load.route import Reach
     from asyncbench.load.spec import RequestSpec
     from asyncbench.results import ResultsWriter, Run
     from asyncbench.session import Steps
@@ -159,8 +160,9 @@ async def run(config: ThreadsConfig, events: StepEvents) -> list[PhaseRun]:
     return results
 
 
-def command(target: Target, options: ThreadsOptions, request: Annotated[Request, Only("timeout")], outputs: Outputs,
-            thresholds: Thresholds, server: Annotated[Server, Only("server_latency")]) -> None:
+def command(target: Target, options: ThreadsOptions, request: Annotated[Request, Only("timeout")],
+            connection: Annotated[Connection, Only("allow_remote")], outputs: Outputs, thresholds: Thresholds,
+            server: Annotated[Server, Only("server_latency")]) -> None:
     """asyncio is one thread: concurrent, not parallel (Lab 2.1).
 
     Four phases of coroutines — awaiting a GET, calling time.sleep, awaiting asyncio.sleep,
@@ -175,6 +177,7 @@ def command(target: Target, options: ThreadsOptions, request: Annotated[Request,
     # With --impact, the embedded server takes all N at once: what is measured is the client's cost.
     config = server.config(capacity=max(100, options.impact), queue=max(400, options.impact), error_rate=0.0)
     plan = ThreadsPlan(options.tasks, options.sleep, timeout, options.impact)
+    plan.allow_remote = connection.remote_allowed()
     session.run(plan, target.url, config, outputs.outputs(), thresholds.expressions())
 
 
@@ -197,6 +200,13 @@ class ThreadsPlan(PlanDefaults):
         self.summaries: list[PhaseSummary] = []
         self.coroutine_threads: set[str] = set()
         self.ways: list[Any] = []  # --impact: each way's record
+
+    allow_remote = False
+
+    def reach(self) -> Reach:
+        from asyncbench.load.route import Reach
+
+        return Reach(allow_remote=self.allow_remote)
 
     def bind(self, target_url: str, scratch: Path) -> RequestSpec:
         from asyncbench.load.spec import RequestSpec

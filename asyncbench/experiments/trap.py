@@ -14,7 +14,19 @@ import typer
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import StepEvents
 from asyncbench.experiments.sweep import load_setup, load_sweep, run_sweep
-from asyncbench.groups import Connection, Cooldown, Floor, Outputs, Request, Rounds, Scale, Server, Target, Thresholds
+from asyncbench.groups import (
+    Bounds,
+    Connection,
+    Cooldown,
+    Floor,
+    Outputs,
+    Request,
+    Rounds,
+    Scale,
+    Server,
+    Target,
+    Thresholds,
+)
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 
 if TYPE_CHECKING:
@@ -55,7 +67,7 @@ async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
 
 
 def command(target: Target, options: TrapOptions, rounds: Rounds, request: Request, cooldown: Cooldown,
-            connection: Connection, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
+            connection: Connection, bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
             server: Server) -> None:
     """The concurrency trap: at each level, that many simultaneous requests with no limit.
 
@@ -70,7 +82,7 @@ def command(target: Target, options: TrapOptions, rounds: Rounds, request: Reque
             raise UsageError(f"invalid --requests-per-level {per_level}: level {levels[-1]} needs at least "
                              f"{levels[-1]} requests to have them all in flight at once")
     n_rounds = rounds.value()
-    setup = load_setup(request=request, cooldown=cooldown, connection=connection, scale=scale, floor=floor,
+    setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
                        outputs=outputs, thresholds=thresholds, server=server)
     config = TrapConfig(setup.spec, levels, setup.driver, per_level, n_rounds, setup.cooldown)
     settings: dict[str, Any] = {"levels": levels, "requests_per_level": per_level, "rounds": n_rounds,

@@ -26,9 +26,7 @@ async def run_round(spec: RequestSpec, concurrency: int, requests: int, recorder
     cpu0, wait0 = cpu_seconds(), cpu_wait_seconds()
     wall0 = _perf()
     workers = min(concurrency, requests)
-    engine = open_engine(spec.engine, spec.url, method=spec.method, headers=spec.headers, data=spec.data,
-                         timeout=spec.timeout, retries=spec.retries, concurrency=workers, bounded=bounded,
-                         insecure=spec.insecure)
+    engine = open_engine(spec.engine, spec.url, concurrency=workers, bounded=bounded, **spec.engine_options())
     async with engine:
         recorder.origin = _perf()
         if bounded:
@@ -36,6 +34,7 @@ async def run_round(spec: RequestSpec, concurrency: int, requests: int, recorder
             recorder.submitted_at = recorder.origin
         with LoopLagMonitor() as lag:
             await engine.run(requests, recorder, duration)
+    recorder.note_engine(engine)
     wall = _perf() - wall0
     return RoundFacts(
         peak_rss_mb=rss.peak_mb(),

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asyncbench.errors import UsageError
+from asyncbench.load.budget import Budget
 from asyncbench.load.shard import Backend, Outcome, ShardError, ShardJob
 from asyncbench.metrics import LevelRecorder, RoundFacts
+from asyncbench.tls import TlsFacts
 
 if TYPE_CHECKING:
     from asyncbench.load.spec import RequestSpec
@@ -98,10 +100,13 @@ class Driver:
     processes = 1
     sharded = False
 
-    def __init__(self, loop: str = "asyncio") -> None:
+    def __init__(self, loop: str = "asyncio", budget: Budget | None = None) -> None:
         self.loop = loop
+        self.budget = budget or Budget()  # what the whole run may send (--max-requests, --max-duration)
         self.log: list[dict[str, Any]] = []  # per sharded round: the step and its shards
         self.failures: list[str] = []  # shards that failed, said for the user
+        self.addresses: dict[str, int] = {}  # requests sent to each address, over the run
+        self.tls = TlsFacts()  # the run's TLS handshakes
         self._rngs: dict[int | None, Any] = {}  # one arrival schedule per seed, across rates
 
     def __enter__(self) -> Driver:
@@ -125,14 +130,44 @@ class Driver:
     async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, recorder: LevelRecorder, *,
                      bounded: bool, duration: float | None = None) -> RoundFacts:
         """One round of `concurrency` connections sending `requests` requests (none new after
-        `duration` seconds, when given), into `recorder`."""
+        `duration` seconds, when given), into `recorder` — within the run's budget (RunStopped
+        when nothing more may be sent)."""
+        allowed, seconds = self.budget.allow(step, requests, spec.retries, duration)
+        facts = await self._closed(step, spec, min(concurrency, allowed), allowed, recorder, bounded=bounded,
+                                   duration=seconds)
+        self._spent(step, recorder, requests)
+        return facts
+
+    async def open(self, step: str, spec: RequestSpec, *, rate: float, total: int, arrivals: str, max_in_flight: int,
+                   seed: int | None, recorder: RateRecorder) -> RoundFacts:
+        """`total` requests offered at `rate` per second, into `recorder` — within the run's
+        budget: a schedule cut to the requests and the time that are left."""
+        allowed, seconds = self.budget.allow(step, total, spec.retries, None)
+        if seconds is not None:
+            allowed = max(1, min(allowed, int(rate * seconds)))
+        facts = await self._open(step, spec, rate=rate, total=allowed, arrivals=arrivals, max_in_flight=max_in_flight,
+                                 seed=seed, recorder=recorder)
+        self._spent(step, recorder, total)
+        return facts
+
+    def _spent(self, step: str, recorder: LevelRecorder, planned: int) -> None:
+        self.budget.spend(step, recorder.attempts, planned, recorder.done)
+        for address, n in recorder.addresses.items():
+            self.addresses[address] = self.addresses.get(address, 0) + n
+        self.tls.merge(recorder.tls)
+
+    def check_budget(self, level: int) -> None:
+        """After a step is written: RunStopped if a bound of the run cut it short."""
+        self.budget.check(f"level {level}", level)
+
+    async def _closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, recorder: LevelRecorder, *,
+                      bounded: bool, duration: float | None = None) -> RoundFacts:
         from asyncbench.load.closed import run_round
 
         return await run_round(spec, concurrency, requests, recorder, bounded=bounded, duration=duration)
 
-    async def open(self, step: str, spec: RequestSpec, *, rate: float, total: int, arrivals: str, max_in_flight: int,
-                   seed: int | None, recorder: RateRecorder) -> RoundFacts:
-        """`total` requests offered at `rate` per second, into `recorder`."""
+    async def _open(self, step: str, spec: RequestSpec, *, rate: float, total: int, arrivals: str, max_in_flight: int,
+                    seed: int | None, recorder: RateRecorder) -> RoundFacts:
         import random
 
         from asyncbench.load.open import offer
@@ -148,8 +183,8 @@ class ShardedDriver(Driver):
 
     sharded = True
 
-    def __init__(self, backend_factory: Any, loop: str, scale: dict[str, Any]) -> None:
-        super().__init__(loop)
+    def __init__(self, backend_factory: Any, loop: str, scale: dict[str, Any], budget: Budget | None = None) -> None:
+        super().__init__(loop, budget)
         self._factory = backend_factory
         self._backend: Backend | None = None
         self._scale = scale
@@ -174,13 +209,13 @@ class ShardedDriver(Driver):
     def remote_hosts(self) -> list[str]:
         return remote_hosts(self._backend.addresses() if self._backend is not None else [])
 
-    async def closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, recorder: LevelRecorder, *,
-                     bounded: bool, duration: float | None = None) -> RoundFacts:
+    async def _closed(self, step: str, spec: RequestSpec, concurrency: int, requests: int, recorder: LevelRecorder, *,
+                      bounded: bool, duration: float | None = None) -> RoundFacts:
         jobs = split_closed(spec, self.loop, concurrency, requests, bounded, self._workers(), duration=duration)
         return await self._round(step, jobs, recorder)
 
-    async def open(self, step: str, spec: RequestSpec, *, rate: float, total: int, arrivals: str, max_in_flight: int,
-                   seed: int | None, recorder: RateRecorder) -> RoundFacts:
+    async def _open(self, step: str, spec: RequestSpec, *, rate: float, total: int, arrivals: str, max_in_flight: int,
+                    seed: int | None, recorder: RateRecorder) -> RoundFacts:
         jobs = split_open(spec, self.loop, rate=rate, total=total, arrivals=arrivals, max_in_flight=max_in_flight,
                           seed=seed, workers=self._workers())
         return await self._round(step, jobs, recorder)
@@ -330,7 +365,7 @@ def parse_cluster(address: str) -> tuple[str, int | None]:
     return address if "://" in address else f"tcp://{address}", None
 
 
-def make_driver(processes: int, cluster: str | None, loop: str) -> Driver:
+def make_driver(processes: int, cluster: str | None, loop: str, budget: Budget | None = None) -> Driver:
     """The driver the options ask for (validated; nothing is started until `with`)."""
     from asyncbench.options import check_range
 
@@ -346,9 +381,9 @@ def make_driver(processes: int, cluster: str | None, loop: str) -> Driver:
         from asyncbench.load.cluster import ClusterBackend
 
         return ShardedDriver(lambda: ClusterBackend(address, local), loop,
-                             {"processes": None, "cluster": cluster})
+                             {"processes": None, "cluster": cluster}, budget)
     if processes == 1:
-        return Driver(loop)
+        return Driver(loop, budget)
     from asyncbench.load.processes import ProcessBackend
 
-    return ShardedDriver(lambda: ProcessBackend(processes), loop, {"processes": processes, "cluster": None})
+    return ShardedDriver(lambda: ProcessBackend(processes), loop, {"processes": processes, "cluster": None}, budget)

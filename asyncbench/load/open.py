@@ -31,9 +31,7 @@ async def offer(spec: RequestSpec, rate: float, total: int, recorder: RateRecord
     rss = PeakRss()
     cpu0 = cpu_seconds()
     wall0 = _perf()
-    engine = open_engine(spec.engine, spec.url, method=spec.method, headers=spec.headers, data=spec.data,
-                         timeout=spec.timeout, retries=spec.retries, concurrency=0, bounded=False,
-                         insecure=spec.insecure)
+    engine = open_engine(spec.engine, spec.url, concurrency=0, bounded=False, **spec.engine_options())
     poisson = arrivals == "poisson"
     async with engine:
         with LoopLagMonitor() as lag:
@@ -55,6 +53,7 @@ async def offer(spec: RequestSpec, rate: float, total: int, recorder: RateRecord
                     wait = due - _perf()
                     await asyncio.sleep(wait - _SPIN_S if wait > _SPIN_S else 0)
             await engine.drain()
+    recorder.note_engine(engine)
     wall = _perf() - wall0
     return RoundFacts(peak_rss_mb=rss.peak_mb(),
                       client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncbench.errors import TargetGone
+from asyncbench.tls import TlsSettings
 
 
 @dataclass
@@ -22,6 +23,36 @@ class RequestSpec:
     retries: int = 0
     engine: str = "fast"
     insecure: bool = False  # https without checking the certificate
+    # Where connections go (the route, resolved once for the run): its addresses in turn, on
+    # connect_port; empty: the URL's host. `tls`: how https is checked and resumed.
+    addresses: tuple[str, ...] = ()
+    connect_port: int | None = None
+    tls: TlsSettings | None = None
+    # How the route is found (the session resolves it once): --resolve, --connect-to, and whether
+    # a target that is not this machine may be loaded.
+    resolve: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    connect_to: list[tuple[str, int | None, str, int | None]] = field(default_factory=list)
+    allow_remote: bool = False
+
+    def client_options(self) -> dict[str, Any]:
+        """What the library client takes of the spec: its TLS context, and the route."""
+        from urllib.parse import urlsplit
+
+        options: dict[str, Any] = {}
+        parts = urlsplit(self.url)
+        if parts.scheme == "https" and self.tls is not None:
+            options["ssl_context"] = self.tls.context()
+        if self.addresses:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            options["routes"] = {((parts.hostname or "").lower(), port):
+                                 [(a, self.connect_port or port) for a in self.addresses]}
+        return options
+
+    def engine_options(self) -> dict[str, Any]:
+        """What an engine takes of the spec, by name."""
+        return {"method": self.method, "headers": self.headers, "data": self.data, "timeout": self.timeout,
+                "retries": self.retries, "insecure": self.insecure, "addresses": self.addresses,
+                "connect_port": self.connect_port, "tls": self.tls}
 
 
 async def refused(url: str) -> str | None:
@@ -80,7 +111,8 @@ async def preflight(spec: RequestSpec) -> Preflight:
     from asyncbench.client import AsyncHttpClient
 
     async with AsyncHttpClient(max_concurrency=1, timeout=spec.timeout, retries=0,
-                               max_body_bytes=1024 * 1024, verify_tls=not spec.insecure) as client:
+                               max_body_bytes=1024 * 1024, verify_tls=not spec.insecure,
+                               **spec.client_options()) as client:
         result = await client.fetch(
             spec.url, method=spec.method, data=spec.data, headers=spec.headers or None
         )
