@@ -174,12 +174,16 @@ def serve(
     seed: Annotated[int | None, typer.Option(help="Seed for the injected faults (reproducible runs).")] = None,
     stall_after: Annotated[int, typer.Option("--stall-after", help="After this many requests, freeze the whole server once (see --stall); 0 is off.")] = 0,
     stall: Annotated[float, typer.Option("--stall", help="Seconds the server freezes after --stall-after requests: a GC pause, a stop-the-world.")] = 0.5,
+    tls: Annotated[bool, typer.Option("--tls", metavar="", help="Serve https with a throwaway certificate; its CA is written to a file, for --cacert.")] = False,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", metavar="FILE", help="Serve https with this certificate (PEM, its chain after it).", show_default=False)] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", metavar="FILE", help="The private key (PEM) of --tls-cert.", show_default=False)] = None,
 ) -> None:
     """Run the embedded target server until Ctrl-C or SIGTERM."""
     from asyncbench.tools import serve_target
 
     serve_target(host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
-                 error_rate=error_rate, rate_limit=rate_limit, seed=seed, stall_after=stall_after, stall=stall)
+                 error_rate=error_rate, rate_limit=rate_limit, seed=seed, stall_after=stall_after, stall=stall,
+                 tls=tls, tls_cert=tls_cert, tls_key=tls_key)
 
 
 def main() -> None:

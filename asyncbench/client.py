@@ -275,5 +275,10 @@ def _peer(resp: aiohttp.ClientResponse) -> str | None:
     """The address a response came from."""
     connection = resp.connection
     transport = connection.transport if connection is not None else None
+    if transport is None:
+        # A small body is read with the head, and aiohttp hands the connection back to its pool
+        # before the caller sees the response; the response keeps the connection's protocol.
+        protocol = getattr(resp, "_protocol", None)
+        transport = getattr(protocol, "transport", None)
     peername = transport.get_extra_info("peername") if transport is not None else None
     return str(peername[0]) if peername else None

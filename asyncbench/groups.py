@@ -236,7 +236,7 @@ class Connection:
             if path is not None:
                 check_pem(path, option)
         if (self.cert is None) != (self.key is None):
-            raise UsageError("--cert and --key go together: the certificate and its private key")
+            raise UsageError("give both --cert, the certificate, and --key, its private key")
         spec.tls = TlsSettings(cacert=self.cacert, cert=self.cert, key=self.key, insecure=self.insecure,
                                resume=not self.no_tls_resume)
         try:

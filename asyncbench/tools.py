@@ -190,13 +190,34 @@ def compare_runs(baseline: Path, candidate: Path, tolerance: float, out: Path | 
 # --- serve ---------------------------------------------------------------------------------------
 
 
-def serve_target(**settings: Any) -> None:
-    """`asyncbench serve`: the embedded target on `host:port` until Ctrl-C or SIGTERM."""
+def serve_target(*, tls: bool, tls_cert: Path | None, tls_key: Path | None, **settings: Any) -> None:
+    """`asyncbench serve`: the embedded target on `host:port` until Ctrl-C or SIGTERM; over TLS
+    with the given certificate, or a throwaway one whose CA is written for clients to trust."""
+    import tempfile
+
     from asyncbench.errors import TargetError, UsageError
-    from asyncbench.server import ServerConfig, run_on_best_loop, serve
+    from asyncbench.groups import check_pem
+    from asyncbench.server import ServerConfig, run_on_best_loop, serve, throwaway_certificate
 
     if not settings.get("stall_after"):
         settings["stall"] = 0.0
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("give both --tls-cert, the certificate, and --tls-key, its private key")
+    if tls and tls_cert is not None:
+        raise UsageError("--tls makes a throwaway certificate: give it, or --tls-cert and --tls-key, not both")
+    ca_note = ""
+    if tls_cert is not None and tls_key is not None:
+        check_pem(tls_cert, "--tls-cert")
+        check_pem(tls_key, "--tls-key")
+        settings.update(tls_cert=str(tls_cert), tls_key=str(tls_key))
+    elif tls:
+        folder = Path(tempfile.mkdtemp(prefix="asyncbench-serve-tls-"))
+        host = settings.get("host", "127.0.0.1")
+        # A wildcard address is no name to certify: the names of this machine stand in for it.
+        named = [] if host in ("", "0.0.0.0", "::") else [host]
+        ca, cert, key = throwaway_certificate(folder, list(dict.fromkeys([*named, "localhost", "127.0.0.1", "::1"])))
+        settings.update(tls_cert=str(cert), tls_key=str(key))
+        ca_note = f"  trust it with: --cacert {ca}"
     config = ServerConfig(**settings)
     try:
         config.validate()
@@ -211,6 +232,8 @@ def serve_target(**settings: Any) -> None:
             flush=True,
         )
         print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
+        if ca_note:
+            print(ca_note, flush=True)
 
     try:
         run_on_best_loop(serve(config, ready))

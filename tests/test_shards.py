@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import free_port, read_csv, result_files, run_cli, server_stats, wait_for_line
 
+from asyncbench.load.driver import remote_hosts, split_closed, split_open
 from asyncbench.load.spec import RequestSpec
 from asyncbench.metrics import LatencyHistogram
 from asyncbench.rates import RateRecorder
-from asyncbench.load.driver import remote_hosts, split_closed, split_open
 
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
 

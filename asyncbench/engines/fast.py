@@ -702,20 +702,30 @@ class FastEngine:
             raise
 
     async def _open_connection(self, loop: asyncio.AbstractEventLoop, time_left: float) -> _Connection:
-        address = self.addresses[self._turn % len(self.addresses)]
+        first = self._turn % len(self.addresses)
         self._turn += 1
         conn = (_HeadConnection if self.head else _Connection)()
-        conn.address = address
         started = _perf()
         async with asyncio.timeout(time_left):
-            if self.ssl is None:
-                await loop.create_connection(lambda: conn, address, self.connect_port)
-                self.connect_total += conn.made_at - started
-            else:
-                ready: asyncio.Future[None] = loop.create_future()
-                layer = _Tls(conn, self.ssl, self.host, self.port, self.tls_resume, ready)
-                await loop.create_connection(lambda: layer, address, self.connect_port)
-                self.connect_total += conn.made_at - started
+            layer: _Tls | None = None
+            ready: asyncio.Future[None] = loop.create_future()
+            # An address that cannot be reached (an IPv6 route that is not there, one host of
+            # several down) hands the connection to the next, as curl and Go's dialer do: the
+            # request fails only when none of them answers.
+            turn = self.addresses[first:] + self.addresses[:first]
+            for i, address in enumerate(turn):
+                conn.address = address
+                if self.ssl is not None:
+                    layer = _Tls(conn, self.ssl, self.host, self.port, self.tls_resume, ready)
+                protocol: asyncio.Protocol = conn if layer is None else layer
+                try:
+                    await loop.create_connection(lambda p=protocol: p, address, self.connect_port)
+                    break
+                except OSError:
+                    if i == len(turn) - 1:
+                        raise
+            self.connect_total += conn.made_at - started
+            if layer is not None:
                 try:
                     await ready
                 finally:
