@@ -93,6 +93,21 @@ def asyncbench_semaphore(url: str, limit: int, requests: int, extra: list[str] |
 def nginx(delay_ms: int = 0) -> Iterator[str]:
     """nginx on a free 127.0.0.1 port returning 200 'hello world\\n' (optionally after `delay_ms`,
     with the echo module's echo_sleep: Debian's libnginx-mod-http-echo)."""
+    with _nginx(delay_ms, tls=False) as (url, _):
+        yield url
+
+
+@contextmanager
+def nginx_tls(delay_ms: int = 0) -> Iterator[tuple[str, Path]]:
+    """nginx as `nginx()`, over TLS with a certificate for 127.0.0.1 from a throwaway CA
+    (trustme) and a shared session cache: (the https URL, the CA to trust)."""
+    with _nginx(delay_ms, tls=True) as (url, ca):
+        assert ca is not None
+        yield url, ca
+
+
+@contextmanager
+def _nginx(delay_ms: int, tls: bool) -> Iterator[tuple[str, Path | None]]:
     binary = need("nginx", "nginx-light")
     module = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
     if delay_ms and not os.path.exists(module):
@@ -106,6 +121,14 @@ def nginx(delay_ms: int = 0) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = Path(tempfile.mkdtemp(prefix="asyncbench-nginx-"))
+    ca = None
+    ssl = ""
+    if tls:
+        from asyncbench.server import throwaway_certificate
+
+        ca, cert, key = throwaway_certificate(root, ["127.0.0.1", "localhost"])
+        ssl = (f"ssl_certificate {cert}; ssl_certificate_key {key}; "
+               "ssl_session_cache shared:bench:10m; ssl_session_tickets on;")
     user = "user root;" if os.geteuid() == 0 else ""
     (root / "nginx.conf").write_text(f"""
 {load}
@@ -120,7 +143,8 @@ http {{
     keepalive_requests 1000000;
     client_body_temp_path {root}/body;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096{" ssl" if tls else ""};
+        {ssl}
         location / {{ {answer} }}
     }}
 }}
@@ -133,7 +157,7 @@ http {{
                 break
             except OSError:
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}/", ca
     finally:
         proc.terminate()
         proc.wait()
