@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from asyncbench.version import __version__
 
-__all__ = ["AsyncHttpClient", "FetchResult", "__version__"]
+__all__ = ["AIMD", "AsyncHttpClient", "FetchResult", "Fixed", "Gate", "Gradient", "Limiter", "__version__"]
 
 if TYPE_CHECKING:
     from asyncbench.client import AsyncHttpClient, FetchResult
+    from asyncbench.limiters import AIMD, Fixed, Gate, Gradient, Limiter
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from asyncbench import client
 
         return getattr(client, name)
+    if name in ("AIMD", "Fixed", "Gate", "Gradient", "Limiter"):
+        from asyncbench import limiters
+
+        return getattr(limiters, name)
     raise AttributeError(f"module 'asyncbench' has no attribute {name!r}")

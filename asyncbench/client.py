@@ -20,6 +20,7 @@ import aiohttp
 import aiohttp.abc
 
 from asyncbench.engines.retry import Attempt, RetryPolicy, parse_retry_after
+from asyncbench.limiters import Gate, Limiter
 from asyncbench.records import ERROR_KINDS, ErrorKind, FetchResult, error_kind
 from asyncbench.tls import describe_failure
 from asyncbench.version import __version__
@@ -81,6 +82,10 @@ class AsyncHttpClient:
 
     - `max_concurrency=None` is unbounded: no semaphore, and a connector with no connection
       limit (aiohttp's default of 100 would silently cap the concurrency trap at 100).
+    - `limiter=` replaces `max_concurrency` with a limit that may move: a number (fixed), or a
+      `Limiter` (`AIMD`, `Gradient` from `asyncbench.limiters`) told of every attempt — its
+      round trip, and whether the server pushed back (429, 503, a timeout, a refused
+      connection) — that sets how many requests may be out at once.
     - Retries only what is worth retrying: timeouts, connection errors, 5xx, and 429 (waiting
       at least its Retry-After); never a plain 4xx. Backoff is exponential with full jitter,
       `uniform(0, min(backoff_cap, backoff_base * 2**n))`. A request holds its concurrency slot
@@ -111,7 +116,14 @@ class AsyncHttpClient:
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
         routes: Mapping[tuple[str, int], Sequence[tuple[str, int]]] | None = None,
+        limiter: int | Limiter | None = None,
     ) -> None:
+        if isinstance(limiter, int) and not isinstance(limiter, bool):
+            max_concurrency, limiter = limiter, None
+        elif limiter is not None:
+            if not isinstance(limiter, Limiter):
+                raise TypeError(f"limiter must be a number or a Limiter (AIMD, Gradient), not {limiter!r}")
+            max_concurrency = limiter.max_limit
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1 or None, not {max_concurrency}")
         if timeout <= 0:
@@ -130,7 +142,9 @@ class AsyncHttpClient:
         self.routes = routes
         # The retry settings live in the policy alone (shared with the fast engine).
         self.policy = RetryPolicy(retries, backoff_base, backoff_cap, max_retry_after, rng or random.Random())
-        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self.limiter = limiter
+        self._gate = Gate(limiter) if limiter is not None else None
+        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency and limiter is None else None
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> AsyncHttpClient:
@@ -188,6 +202,10 @@ class AsyncHttpClient:
         headers: dict[str, str] | None = None,
     ) -> FetchResult:
         """Send one request (with retries); return its result, never raise for a failure."""
+        if self._gate is not None:
+            called = _perf()
+            async with self._gate:
+                return await self._send(url, method, json, data, headers, _perf() - called)
         if self._semaphore is None:
             return await self._send(url, method, json, data, headers, 0.0)
         called = _perf()
@@ -255,6 +273,8 @@ class AsyncHttpClient:
                 out.error, out.detail = "other", str(exc)
             except Exception as exc:  # noqa: BLE001 - a failed request is data, not a crash
                 out.error, out.detail = "other", f"{type(exc).__name__}: {exc}"
+            if self._gate is not None:
+                self._gate.done(_perf() - asked, out.status in (429, 503) or out.error in ("timeout", "connect"))
             return out
 
         return await self.policy.run(attempt, self.timeout, queue_wait)
