@@ -177,13 +177,14 @@ def serve(
     tls: Annotated[bool, typer.Option("--tls", metavar="", help="Serve https with a throwaway certificate; its CA is written to a file, for --cacert.")] = False,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", metavar="FILE", help="Serve https with this certificate (PEM, its chain after it).", show_default=False)] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", metavar="FILE", help="The private key (PEM) of --tls-cert.", show_default=False)] = None,
+    capacity_schedule: Annotated[str | None, typer.Option("--capacity-schedule", metavar="T:CAP,...", help="Capacity over time: seconds from the first request, capacity from then on, e.g. '0:100,10:50,20:150' (DELETE /stats starts it again).", show_default=False)] = None,
 ) -> None:
     """Run the embedded target server until Ctrl-C or SIGTERM."""
     from asyncbench.tools import serve_target
 
     serve_target(host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
                  error_rate=error_rate, rate_limit=rate_limit, seed=seed, stall_after=stall_after, stall=stall,
-                 tls=tls, tls_cert=tls_cert, tls_key=tls_key)
+                 tls=tls, tls_cert=tls_cert, tls_key=tls_key, capacity_schedule=capacity_schedule)
 
 
 def main() -> None:

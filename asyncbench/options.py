@@ -176,3 +176,28 @@ def check_target_url(url: str) -> str:
         raise UsageError(f"invalid URL {url!r}: {host!r} is a shorthand IPv4 address; write it as {canonical}")
     del port  # parsed for its check: a port that is not a number is refused above
     return url
+
+
+def parse_capacity_schedule(option: str, text: str) -> tuple[tuple[float, int], ...]:
+    """'0:100,10:50,20:150' → ((0.0, 100), (10.0, 50), (20.0, 150)): seconds from the start and
+    the capacity from then on; times increasing, capacities whole numbers >= 1."""
+    entries: list[tuple[float, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        when, sep, cap = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            seconds, capacity = float(when), int(cap.strip().replace("_", ""))
+        except ValueError:
+            raise UsageError(f"invalid {option} entry {item!r} in {text!r}: expected SECONDS:CAPACITY, "
+                             "e.g. '0:100,10:50,20:150'") from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise UsageError(f"invalid {option} entry {item!r}: the time must be seconds >= 0")
+        if capacity < 1:
+            raise UsageError(f"invalid {option} entry {item!r}: the capacity must be at least 1")
+        if entries and seconds <= entries[-1][0]:
+            raise UsageError(f"invalid {option} entry {item!r}: times must increase ({_show(seconds)} after "
+                             f"{_show(entries[-1][0])})")
+        entries.append((seconds, capacity))
+    return tuple(entries)

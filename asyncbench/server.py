@@ -61,6 +61,9 @@ class ServerConfig:
     tls_cert: str | None = None  # serve https with this certificate (PEM) ...
     tls_key: str | None = None  # ... and its key
     tls: bool = False  # serve https with a throwaway certificate (EmbeddedServer makes it)
+    # (seconds from the first request, capacity from then on): a capacity that moves, as a
+    # service's does when it scales, loses a neighbour's CPU or gets a slower deploy
+    capacity_schedule: tuple[tuple[float, int], ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -95,6 +98,7 @@ class ServerStats:
     in_service: int = 0
     peak_in_flight: int = 0
     peak_in_service: int = 0
+    capacity: int = 0  # requests served at once, now (it moves with a capacity schedule)
 
 
 class _TokenBucket:
@@ -160,6 +164,35 @@ class TargetService:
         self._bucket = _TokenBucket(config.rate_limit) if config.rate_limit > 0 else None
         self._random = random.Random(config.seed)
         self._loop = asyncio.get_running_loop()
+        self.capacity = config.capacity
+        self.stats.capacity = self.capacity
+        self._schedule_timers: list[asyncio.TimerHandle] = []
+        self._scheduled = False  # the capacity schedule's clock has started (at the first request)
+
+    def _start_schedule(self) -> None:
+        """The first request starts the capacity schedule's clock: each change is a timer."""
+        self._scheduled = True
+        for seconds, capacity in self.config.capacity_schedule:
+            if seconds <= 0:
+                self._set_capacity(capacity)
+            else:
+                self._schedule_timers.append(self._loop.call_later(seconds, self._set_capacity, capacity))
+
+    def _set_capacity(self, capacity: int) -> None:
+        """A capacity that rises serves the queue at once; one that falls lets the requests in
+        service finish and starts no new one until fewer than it are in service."""
+        self.capacity = self.stats.capacity = capacity
+        st = self.stats
+        while self._waiting and st.in_service < capacity:
+            answer, served = self._waiting.popleft()
+            self._start(answer, served)
+
+    def _restart_schedule(self) -> None:
+        for timer in self._schedule_timers:
+            timer.cancel()
+        self._schedule_timers.clear()
+        self._scheduled = False
+        self._set_capacity(self.config.capacity)
 
     def handle(self, method: str, path: str, body: bytes, answer: Callable[[Answer], None]) -> None:
         """Route one request; `answer` is called once with its response, now or later."""
@@ -167,9 +200,13 @@ class TargetService:
             if method == "DELETE":
                 # Keep the live gauges: requests still in the server are still in it.
                 st = self.stats
-                self.stats = ServerStats(in_flight=st.in_flight, in_service=st.in_service)
+                self.stats = ServerStats(in_flight=st.in_flight, in_service=st.in_service, capacity=self.capacity)
+                if self.config.capacity_schedule:
+                    self._restart_schedule()  # from the next request, as from the first
             answer(_json(asdict(self.stats)))
             return
+        if not self._scheduled and self.config.capacity_schedule:
+            self._start_schedule()
         self.stats.received += 1
         if self.stats.received == self.config.stall_after and self.config.stall > 0:
             time.sleep(self.config.stall)  # deliberately blocks the server's loop: everything waits
@@ -203,13 +240,13 @@ class TargetService:
                 st.rate_limited += 1
                 answer(Answer(429, b"rate limited\n", headers=(("Retry-After", str(max(1, math.ceil(wait)))),)))
                 return
-        if st.in_flight >= cfg.capacity + cfg.queue:
+        if st.in_flight >= self.capacity + cfg.queue:
             st.shed += 1
             answer(Answer(503, b"overloaded\n", headers=(("Retry-After", "1"),)))
             return
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
-        if st.in_service < cfg.capacity:
+        if st.in_service < self.capacity:
             self._start(answer, served)
         else:
             self._waiting.append((answer, served))
@@ -230,7 +267,7 @@ class TargetService:
         st = self.stats
         st.in_service -= 1
         st.in_flight -= 1
-        if self._waiting:  # the freed slot goes to the longest waiting request
+        if self._waiting and st.in_service < self.capacity:  # the freed slot: to the longest waiting
             next_answer, next_served = self._waiting.popleft()
             self._start(next_answer, next_served)
         if self.config.error_rate and self._random.random() < self.config.error_rate:
@@ -453,6 +490,7 @@ def _child_main(config_json: str) -> None:
     """Entry point of the child process started by EmbeddedServer."""
     known = {f.name for f in fields(ServerConfig)}
     config = ServerConfig(**{k: v for k, v in json.loads(config_json).items() if k in known})
+    config.capacity_schedule = tuple((float(t), int(c)) for t, c in config.capacity_schedule)  # JSON made them lists
 
     async def main() -> None:
         stop = asyncio.Event()

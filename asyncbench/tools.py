@@ -201,6 +201,11 @@ def serve_target(*, tls: bool, tls_cert: Path | None, tls_key: Path | None, **se
 
     if not settings.get("stall_after"):
         settings["stall"] = 0.0
+    schedule = settings.pop("capacity_schedule", None)
+    if schedule is not None:
+        from asyncbench.options import parse_capacity_schedule
+
+        settings["capacity_schedule"] = parse_capacity_schedule("--capacity-schedule", schedule)
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("give both --tls-cert, the certificate, and --tls-key, its private key")
     if tls and tls_cert is not None:
@@ -226,6 +231,8 @@ def serve_target(*, tls: bool, tls_cert: Path | None, tls_key: Path | None, **se
 
     def ready(url: str) -> None:
         limit = f", rate limit {config.rate_limit:g} req/s" if config.rate_limit else ""
+        if config.capacity_schedule:
+            limit += ", capacity schedule " + ",".join(f"{t:g}:{c}" for t, c in config.capacity_schedule)
         print(
             f"asyncbench serve: listening on {url}  (capacity {config.capacity}, queue {config.queue}, "
             f"latency {config.latency:g} s ± {config.jitter:g}, error rate {config.error_rate:g}{limit})",
