@@ -56,7 +56,8 @@ class PipelineOptions:
     chunk_bytes: Annotated[int, typer.Option(
         "--chunk-bytes", help="Chunk size in bytes (UTF-8 characters are never split).")] = 1024
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Batch sizes, comma-separated.")] = "50"
-    concurrency: Annotated[str, typer.Option("--concurrency", help="Requests in flight, comma-separated.")] = "25"
+    concurrency: Annotated[str, typer.Option("--concurrency", help="Requests in flight, comma-separated; auto (or "
+        "auto:aimd, auto:gradient) for a limit that adapts to the server.")] = "25"
     output: Annotated[Path | None, typer.Option(
         "--output", help="JSONL file for the results (only when one combination runs).", show_default=False)] = None
 
@@ -187,6 +188,35 @@ class PairResult:
     peak_traced_mb: float
     peak_rss_mb: float
     output: str
+    limiter: str = "fixed"  # fixed, or the adaptive limit's algorithm (concurrency: its mean limit)
+
+
+Concurrency = int | str  # a fixed number, or "auto:aimd" / "auto:gradient"
+
+
+def parse_concurrency(text: str) -> list[Concurrency]:
+    """'10,50,auto' → [10, 50, 'auto:aimd']: fixed limits (sorted) then adaptive ones."""
+    from asyncbench.limiters import ALGORITHMS
+
+    fixed: list[int] = []
+    auto: list[str] = []
+    for item in text.split(","):
+        word = item.strip().lower()
+        if word.startswith("auto"):
+            algorithm = word.partition(":")[2] or "aimd"
+            if word not in ("auto", f"auto:{algorithm}") or algorithm not in ALGORITHMS:
+                raise UsageError(f"invalid --concurrency value {item.strip()!r} in {text!r}: expected a whole number, "
+                                 f"auto, {', '.join(f'auto:{a}' for a in ALGORITHMS)}")
+            if f"auto:{algorithm}" not in auto:
+                auto.append(f"auto:{algorithm}")
+        else:
+            fixed += parse_int_list("--concurrency", item, maximum=10_000)
+    return [*sorted(set(fixed)), *auto]
+
+
+def concurrency_label(concurrency: Concurrency) -> str:
+    """For file names: 25, auto-aimd."""
+    return str(concurrency).replace(":", "-")
 
 
 def _jsonl_line(ident: int, result: FetchResult) -> str:
@@ -208,11 +238,13 @@ def _closing(sink: WholeLines) -> Iterator[WholeLines]:
 
 
 async def run_pair(
-    spec: PipelineSpec, source: Path, *, chunk_bytes: int, batch_size: int, concurrency: int,
+    spec: PipelineSpec, source: Path, *, chunk_bytes: int, batch_size: int, concurrency: Concurrency,
     output: Path, input_mb: float, progress: list[int],
 ) -> PairResult:
-    """Stream `source` through the pipeline once; each result goes to `output` as it completes."""
+    """Stream `source` through the pipeline once; each result goes to `output` as it completes.
+    An adaptive `concurrency` ("auto:aimd") lets its limiter set the requests in flight."""
     from asyncbench.client import AsyncHttpClient
+    from asyncbench.limiters import Fixed, Limiter, make_limiter
     from asyncbench.metrics import LatencyHistogram
     from asyncbench.results import WholeLines
     from asyncbench.system import PeakRss
@@ -225,21 +257,25 @@ async def run_pair(
     baseline = tracemalloc.get_traced_memory()[0]
     latency = LatencyHistogram()
     successes = attempts = n_batches = 0
+    limiter: Limiter = (make_limiter(concurrency.partition(":")[2], 10, 1000) if isinstance(concurrency, str)
+                        else Fixed(concurrency))
+    limits = 0  # the limit as each chunk ended, added up: its mean is the row's concurrency
     started = _perf()
     # A whole line at a time: the file is valid JSONL after Ctrl-C or a full disk too.
     sink = WholeLines(output)
     with open(source, "rb") as stream, _closing(sink):
-        async with AsyncHttpClient(max_concurrency=concurrency, timeout=spec.timeout, retries=spec.retries,
+        async with AsyncHttpClient(limiter=limiter, timeout=spec.timeout, retries=spec.retries,
                                    headers=spec.headers) as client:
 
             async def post(ident: int, text: str) -> None:
-                nonlocal successes, attempts
+                nonlocal successes, attempts, limits
                 result = await client.fetch(spec.url, method="POST", json={"id": ident, "text": text})
                 # One write per line: a line is whole even if the run is cancelled after it.
                 sink.write(_jsonl_line(ident, result))
                 latency.record(result.latency_s)
                 attempts += result.attempts
                 successes += result.ok
+                limits += limiter.limit
                 progress[0] += 1
 
             for batch in batches(clean(read_chunks(stream, chunk_bytes)), batch_size):
@@ -260,7 +296,7 @@ async def run_pair(
         experiment=EXPERIMENT.name,
         input_mb=input_mb,
         batch_size=batch_size,
-        concurrency=concurrency,
+        concurrency=concurrency if isinstance(concurrency, int) else round(limits / chunks) if chunks else 0,
         chunks=chunks,
         successes=successes,
         failures=chunks - successes,
@@ -274,6 +310,7 @@ async def run_pair(
         peak_traced_mb=max(0.0, peak - baseline) / (1024 * 1024),
         peak_rss_mb=rss.peak_mb(),
         output=str(output),
+        limiter="fixed" if isinstance(concurrency, int) else concurrency.partition(":")[2],
     )
 
 
@@ -283,8 +320,8 @@ class PipelineConfig:
     inputs: list[tuple[Path, float]]  # (file, size in MiB)
     chunk_bytes: int = 1024
     batch_sizes: list[int] = field(default_factory=lambda: [50])
-    concurrency: list[int] = field(default_factory=lambda: [25])
-    output_for: dict[tuple[float, int, int], Path] = field(default_factory=dict)
+    concurrency: list[Concurrency] = field(default_factory=lambda: [25])
+    output_for: dict[tuple[float, int, Concurrency], Path] = field(default_factory=dict)
     cooldown: float = 0.0
 
 
@@ -322,7 +359,7 @@ def command(options: PipelineOptions, request: Annotated[Request, Only("retries"
         raise UsageError("use --input FILE or --generate-mb N, not both")
     check_range("--chunk-bytes", options.chunk_bytes, 4, 16 * 1024 * 1024)
     batch_list = parse_int_list("--batch-sizes", options.batch_sizes, maximum=100_000)
-    conc_list = parse_int_list("--concurrency", options.concurrency, maximum=10_000)
+    conc_list = parse_concurrency(options.concurrency)
     check_range("--retries", request.retries, 0, 100)
     timeout = request.check_timeout()
     check_range("--cooldown", run_options.cooldown, 0, 600)
@@ -375,7 +412,7 @@ class PipelineRequest:
     sizes: list[float]  # --generate-mb sizes (empty with --input)
     chunk_bytes: int
     batch_sizes: list[int]
-    concurrency: list[int]
+    concurrency: list[Concurrency]
     output: Path | None
     headers: dict[str, str]
     timeout: float
@@ -403,7 +440,7 @@ class PipelinePlan(PlanDefaults):
         self.total_steps = req.runs
         self.inputs: list[tuple[Path, float]] = []
         self.endpoint = ""
-        self.output_for: dict[tuple[float, int, int], Path] = {}
+        self.output_for: dict[tuple[float, int, Concurrency], Path] = {}
 
     allow_remote = False
 
@@ -446,7 +483,8 @@ class PipelinePlan(PlanDefaults):
             for b in req.batch_sizes:
                 for c in req.concurrency:
                     suffix = f"-{size:g}mb" if len(self.inputs) > 1 else ""
-                    self.output_for[(size, b, c)] = req.output or self.results_dir / f"{writer.stem}{suffix}-b{b}-c{c}.jsonl"
+                    self.output_for[(size, b, c)] = (req.output or self.results_dir
+                                                     / f"{writer.stem}{suffix}-b{b}-c{concurrency_label(c)}.jsonl")
         config = PipelineConfig(
             request=PipelineSpec(url=self.endpoint, headers=req.headers, timeout=req.timeout, retries=req.retries),
             inputs=self.inputs, chunk_bytes=req.chunk_bytes, batch_sizes=req.batch_sizes,
@@ -458,7 +496,8 @@ class PipelinePlan(PlanDefaults):
         return [asdict(result)]
 
     def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
-        return (f"batch {result.batch_size}, concurrency {result.concurrency}, "
+        auto = f" (auto:{result.limiter}, on average)" if result.limiter != "fixed" else ""
+        return (f"batch {result.batch_size}, concurrency {result.concurrency}{auto}, "
                 f"{report.fmt_mb(result.input_mb)} MB done: {result.chunks:,} chunks, "
                 f"{result.throughput_cps:,.1f} chunks/s, {result.success_rate * 100:.1f} % ok, "
                 f"peak traced {result.peak_traced_mb:.2f} MB ({done} of {self.total_steps} runs)"), None
@@ -525,7 +564,8 @@ def pipeline_table(rows: Sequence[Any], title: str) -> report.FitTable:
         cells = (
             report.fmt_mb(r.input_mb),
             f"{r.batch_size:,}",
-            f"{r.concurrency:,}",
+            (f"auto {int(r.concurrency):,}" if getattr(r, "limiter", "fixed") not in ("fixed", "") else
+             f"{int(r.concurrency):,}"),
             f"{r.chunks:,}",
             report.fmt_pct(r.success_rate),
             report.fmt_rate(r.throughput_cps),
