@@ -311,7 +311,7 @@ def read_run(csv_path: Path, schemas: Mapping[str, Schema]) -> Run:
     missing = [c for c in schema.required if c not in frame.columns]
     if missing:
         raise OutputError(f"{csv_path}: not an asyncbench {experiment} result (no {', '.join(missing)})")
-    numeric = [c for c in schema.required if c not in ("experiment", "phase", "thread_name")]
+    numeric = [c for c in schema.required if c not in ("experiment", "phase", "thread_name", "run")]
     try:
         frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="raise")
     except (ValueError, TypeError):

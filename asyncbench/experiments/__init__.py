@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 def registry() -> dict[str, Experiment]:
     """Every experiment by name (imported on first use: `plot` needs no client)."""
-    from asyncbench.experiments import find, pipeline, rate, semaphore, threads, trap
+    from asyncbench.experiments import adapt, find, pipeline, rate, semaphore, threads, trap
 
-    return {m.EXPERIMENT.name: m.EXPERIMENT for m in (trap, semaphore, rate, find, pipeline, threads)}
+    return {m.EXPERIMENT.name: m.EXPERIMENT for m in (trap, semaphore, rate, find, adapt, pipeline, threads)}
 
 
 def read_run(csv_path: Path) -> Run:

@@ -28,6 +28,9 @@ from asyncbench.metrics import LevelRecorder, RoundFacts
 from asyncbench.tls import TlsFacts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from asyncbench.load.adaptive import AdaptRecorder, Interval
     from asyncbench.load.spec import RequestSpec
     from asyncbench.rates import RateRecorder
 
@@ -150,8 +153,31 @@ class Driver:
         self._spent(step, recorder, total)
         return facts
 
+    async def adaptive(self, step: str, spec: RequestSpec, recorder: AdaptRecorder, *, duration: float,
+                       interval: float, on_interval: Callable[[Interval], None]) -> RoundFacts:
+        """A backlog under `recorder.limiter` for `duration` seconds, each interval to
+        `on_interval` — within the run's budget: cut to the requests and the time that are left
+        (always in this process: a limit that adapts is one client's)."""
+        from asyncbench.load.adaptive import backlog
+
+        left = self.budget.left()
+        allowed, seconds = self.budget.allow(step, left if left is not None else 1, spec.retries, duration)
+        most = allowed if left is not None else None
+        run_for = duration if seconds is None else min(duration, seconds)
+        facts = await backlog(spec, recorder, duration=run_for, interval=interval, on_interval=on_interval,
+                              max_requests=most)
+        self.budget.spent += recorder.attempts
+        if (most is not None and recorder.sent >= most) or run_for < duration:
+            self.budget.cut = (step, self.budget.reason())
+        self._tally(recorder)
+        return facts
+
     def _spent(self, step: str, recorder: LevelRecorder, planned: int) -> None:
         self.budget.spend(step, recorder.attempts, planned, recorder.done)
+        self._tally(recorder)
+
+    def _tally(self, recorder: LevelRecorder) -> None:
+        """Where a round's requests went, and the TLS they met, into the run's."""
         for address, n in recorder.addresses.items():
             self.addresses[address] = self.addresses.get(address, 0) + n
         self.tls.merge(recorder.tls)

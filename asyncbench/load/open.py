@@ -54,8 +54,13 @@ async def offer(spec: RequestSpec, rate: float, total: int, recorder: RateRecord
                     await asyncio.sleep(wait - _SPIN_S if wait > _SPIN_S else 0)
             await engine.drain()
     recorder.note_engine(engine)
+    return round_facts(rss, cpu0, wall0, lag, engine.refused_locally)
+
+
+def round_facts(rss: PeakRss, cpu0: float, wall0: float, lag: LoopLagMonitor, refused: int) -> RoundFacts:
+    """What a round of the open model (or a backlog) cost the client since `wall0`."""
     wall = _perf() - wall0
     return RoundFacts(peak_rss_mb=rss.peak_mb(),
                       client_cpu_pct=100.0 * (cpu_seconds() - cpu0) / wall if wall > 0 else 0.0,
                       loop_lag_max_s=lag.max_lag, loop_late_share=lag.total_lag / wall if wall > 0 else 0.0,
-                      fd_refused=engine.refused_locally)
+                      fd_refused=refused)
