@@ -125,7 +125,8 @@ class Target:
     """What is loaded."""
 
     url: Annotated[str | None, typer.Argument(
-        metavar="URL", help="Target URL, on a loopback address. Omitted: the embedded server.",
+        metavar="URL", help="Target URL; one that is not this machine needs --allow-remote. Omitted: the embedded "
+        "server.",
         show_default=False)] = None
 
 

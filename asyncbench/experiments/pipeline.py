@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 @dataclass
 class PipelineOptions:
     url: Annotated[str | None, typer.Argument(
-        metavar="URL", help="Embedding API URL (loopback). Omitted: the embedded server's /embed.",
+        metavar="URL", help="Embedding API URL (another machine needs --allow-remote). Omitted: the embedded "
+        "server's /embed.",
         show_default=False)] = None
     input_file: Annotated[Path | None, typer.Option("--input", help="Text file to ingest.", show_default=False)] = None
     generate_mb: Annotated[str | None, typer.Option(
