@@ -177,6 +177,8 @@ def serve(
     tls: Annotated[bool, typer.Option("--tls", metavar="", help="Serve https with a throwaway certificate; its CA is written to a file, for --cacert.")] = False,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", metavar="FILE", help="Serve https with this certificate (PEM, its chain after it).", show_default=False)] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", metavar="FILE", help="The private key (PEM) of --tls-cert.", show_default=False)] = None,
+    rpm: Annotated[float, typer.Option("--rpm", help="POST /v1/embeddings: requests per minute, enforced per second (a sixtieth each second), then 429 with retry-after; 0 is off.")] = 0.0,
+    tpm: Annotated[float, typer.Option("--tpm", help="POST /v1/embeddings: tokens per minute (4 bytes of text a token), enforced as --rpm; 0 is off.")] = 0.0,
     capacity_schedule: Annotated[str | None, typer.Option("--capacity-schedule", metavar="T:CAP,...", help="Capacity over time: seconds from the first request, capacity from then on, e.g. '0:100,10:50,20:150' (DELETE /stats starts it again).", show_default=False)] = None,
 ) -> None:
     """Run the embedded target server until Ctrl-C or SIGTERM."""
@@ -184,7 +186,7 @@ def serve(
 
     serve_target(host=host, port=port, latency=latency, jitter=jitter, capacity=capacity, queue=queue,
                  error_rate=error_rate, rate_limit=rate_limit, seed=seed, stall_after=stall_after, stall=stall,
-                 tls=tls, tls_cert=tls_cert, tls_key=tls_key, capacity_schedule=capacity_schedule)
+                 tls=tls, tls_cert=tls_cert, tls_key=tls_key, capacity_schedule=capacity_schedule, rpm=rpm, tpm=tpm)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import httptools
 
+from asyncbench.ratelimit import ApiLimits, format_go_duration, tokens_of
 from asyncbench.system import raise_nofile_limit
 
 EMBEDDING_DIM = 16
@@ -64,6 +65,8 @@ class ServerConfig:
     # (seconds from the first request, capacity from then on): a capacity that moves, as a
     # service's does when it scales, loses a neighbour's CPU or gets a slower deploy
     capacity_schedule: tuple[tuple[float, int], ...] = ()
+    rpm: float = 0.0  # POST /v1/embeddings: requests per minute, enforced per second; 0 is off
+    tpm: float = 0.0  # ... and tokens per minute
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -77,6 +80,8 @@ class ServerConfig:
             ("port", 0 <= self.port <= 65535, "0 to 65535"),
             ("stall-after", self.stall_after >= 0, "a whole number >= 0"),
             ("stall", 0 <= self.stall <= 60 and math.isfinite(self.stall), "seconds from 0 to 60"),
+            ("rpm", self.rpm >= 0 and math.isfinite(self.rpm), "requests per minute >= 0"),
+            ("tpm", self.tpm >= 0 and math.isfinite(self.tpm), "tokens per minute >= 0"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -99,6 +104,8 @@ class ServerStats:
     peak_in_flight: int = 0
     peak_in_service: int = 0
     capacity: int = 0  # requests served at once, now (it moves with a capacity schedule)
+    embedded_inputs: int = 0  # inputs embedded by POST /v1/embeddings (each one of a request's list)
+    tokens: int = 0  # the tokens of those inputs
 
 
 class _TokenBucket:
@@ -162,6 +169,7 @@ class TargetService:
         self.stats = ServerStats()
         self._waiting: deque[tuple[Callable[[Answer], None], Answer]] = deque()
         self._bucket = _TokenBucket(config.rate_limit) if config.rate_limit > 0 else None
+        self._api = ApiLimits(config.rpm, config.tpm)
         self._random = random.Random(config.seed)
         self._loop = asyncio.get_running_loop()
         self.capacity = config.capacity
@@ -222,6 +230,9 @@ class TargetService:
                 return
             self._admit(answer, _json({"id": ident, "embedding": embed(text)}))
             return
+        if path == "/v1/embeddings" and method == "POST":
+            self._embeddings(body, answer)
+            return
         if path.startswith("/status/") and len(path) == 11 and path[8:].isdigit():
             code = int(path[8:])
             if not 200 <= code <= 599:
@@ -230,6 +241,40 @@ class TargetService:
                 answer(Answer(code, f"status {code}\n".encode()))
             return
         self._admit(answer, Answer(200, _OK_BODY))
+
+    def _embeddings(self, body: bytes, answer: Callable[[Answer], None]) -> None:
+        """An OpenAI-compatible embeddings call: within the per-minute limits (quantized per
+        second), with the x-ratelimit-* headers on every answer and 429 past a limit."""
+        try:
+            payload = json.loads(body)
+            inputs = payload["input"]
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+                raise TypeError("input must be a string or a non-empty list of strings")
+            model = str(payload.get("model") or "")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.stats.bad_requests += 1
+            answer(_json({"error": {"message": f"malformed request: {exc}", "type": "invalid_request_error"}}, 400))
+            return
+        tokens = sum(tokens_of(text) for text in inputs)
+        wait = self._api.admit(tokens)
+        headers = self._api.headers()
+        if wait > 0:
+            self.stats.rate_limited += 1
+            limited = _json({"error": {"message": f"Rate limit reached: retry after {format_go_duration(wait)}",
+                                       "type": "requests", "code": "rate_limit_exceeded"}}, 429)
+            limited.headers = (*headers, ("retry-after", str(max(1, math.ceil(wait)))),
+                               ("retry-after-ms", str(max(1, math.ceil(wait * 1000)))))
+            answer(limited)
+            return
+        self.stats.embedded_inputs += len(inputs)
+        self.stats.tokens += tokens
+        served = _json({"object": "list", "model": model,
+                        "data": [{"object": "embedding", "index": i, "embedding": embed(text)}
+                                 for i, text in enumerate(inputs)],
+                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        served.headers = headers
+        self._admit(answer, served)
 
     def _admit(self, answer: Callable[[Answer], None], served: Answer) -> None:
         """Rate limit, shed past capacity + queue, else serve now or queue for a slot."""

@@ -231,6 +231,8 @@ def serve_target(*, tls: bool, tls_cert: Path | None, tls_key: Path | None, **se
 
     def ready(url: str) -> None:
         limit = f", rate limit {config.rate_limit:g} req/s" if config.rate_limit else ""
+        if config.rpm or config.tpm:
+            limit += f", /v1/embeddings at {config.rpm:g} requests and {config.tpm:g} tokens a minute"
         if config.capacity_schedule:
             limit += ", capacity schedule " + ",".join(f"{t:g}:{c}" for t, c in config.capacity_schedule)
         print(
@@ -238,7 +240,7 @@ def serve_target(*, tls: bool, tls_cert: Path | None, tls_key: Path | None, **se
             f"latency {config.latency:g} s ± {config.jitter:g}, error rate {config.error_rate:g}{limit})",
             flush=True,
         )
-        print("  endpoints: any path (load), POST /embed, GET /stats, DELETE /stats", flush=True)
+        print("  endpoints: any path (load), POST /embed, POST /v1/embeddings, GET /stats, DELETE /stats", flush=True)
         if ca_note:
             print(ca_note, flush=True)
 
