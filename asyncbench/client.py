@@ -12,7 +12,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +62,20 @@ class _Routes(aiohttp.abc.AbstractResolver):
 
     async def close(self) -> None:
         await self._system.close()
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """A 429's or 503's wait: `retry-after-ms` (OpenAI's, Azure's) when it parses, else
+    `Retry-After` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000
+            if 0 <= value < 86_400:
+                return value
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("Retry-After"))
 
 
 def _connect_detail(exc: BaseException, url: str) -> str:
@@ -117,6 +131,7 @@ class AsyncHttpClient:
         ssl_context: ssl.SSLContext | None = None,
         routes: Mapping[tuple[str, int], Sequence[tuple[str, int]]] | None = None,
         limiter: int | Limiter | None = None,
+        on_response: Callable[[int, Mapping[str, str]], None] | None = None,
     ) -> None:
         if isinstance(limiter, int) and not isinstance(limiter, bool):
             max_concurrency, limiter = limiter, None
@@ -143,6 +158,7 @@ class AsyncHttpClient:
         # The retry settings live in the policy alone (shared with the fast engine).
         self.policy = RetryPolicy(retries, backoff_base, backoff_cap, max_retry_after, rng or random.Random())
         self.limiter = limiter
+        self.on_response = on_response  # told of every attempt's status and headers (a rate limit's, say)
         self._gate = Gate(limiter) if limiter is not None else None
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency and limiter is None else None
         self._session: aiohttp.ClientSession | None = None
@@ -200,17 +216,20 @@ class AsyncHttpClient:
         json: Any = None,
         data: bytes | str | None = None,
         headers: dict[str, str] | None = None,
+        before: Callable[[], Awaitable[Any]] | None = None,
     ) -> FetchResult:
-        """Send one request (with retries); return its result, never raise for a failure."""
-        if self._gate is not None:
+        """Send one request (with retries); return its result, never raise for a failure.
+        `before` is awaited once the request holds its concurrency slot, just before it is sent
+        (a rate budget waited for there is spent when the request goes, not long before)."""
+        if self._gate is not None or self._semaphore is not None:
             called = _perf()
-            async with self._gate:
+            async with self._gate if self._gate is not None else self._semaphore:  # type: ignore[union-attr]
+                if before is not None:
+                    await before()
                 return await self._send(url, method, json, data, headers, _perf() - called)
-        if self._semaphore is None:
-            return await self._send(url, method, json, data, headers, 0.0)
-        called = _perf()
-        async with self._semaphore:
-            return await self._send(url, method, json, data, headers, _perf() - called)
+        if before is not None:
+            await before()
+        return await self._send(url, method, json, data, headers, 0.0)
 
     async def fetch_batch(
         self,
@@ -261,7 +280,9 @@ class AsyncHttpClient:
                         async for chunk in resp.content.iter_chunked(_CHUNK):
                             out.body_bytes += len(chunk)
                     if resp.status in (429, 503):
-                        out.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                        out.retry_after = _retry_after(resp.headers)
+                    if self.on_response is not None:
+                        self.on_response(resp.status, resp.headers)
                 out.error = error_kind(resp.status)
             except aiohttp.ClientConnectorCertificateError as exc:
                 out.error, out.detail = "connect", describe_failure(exc, urlsplit(url).hostname or url) or str(exc)
