@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 BYTES_PER_TOKEN = 4  # the stated rule: about 4 bytes of UTF-8 text make a token
 
@@ -132,3 +132,95 @@ class ApiLimits:
                         (f"x-ratelimit-remaining-{name}", str(bucket.remaining())),
                         (f"x-ratelimit-reset-{name}", format_go_duration(bucket.reset_s()))]
         return tuple(out)
+
+
+class ClientBudget:
+    """What a client may send to a metered API: its own `rpm`/`tpm` budget (the same quantized
+    buckets as the server's, so that it slows before the server says no), and a mirror of the
+    server's buckets kept from what it says — `x-ratelimit-limit-*` sizes them, every
+    `x-ratelimit-remaining-*` lowers them to the server's count (never raises: answers come back
+    out of order) — so that many requests waiting at once go out at the server's pace rather
+    than all together. A 429 pauses every send for its `retry-after-ms` (or `retry-after`).
+    Headers that do not parse are counted (`bad_headers`) and not trusted."""
+
+    def __init__(self, rpm: float = 0.0, tpm: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.own = ApiLimits(rpm, tpm, clock)
+        self.server: dict[str, Quantized] = {}  # the mirror, by "requests" / "tokens"
+        self.clock = clock
+        self.paused_until = 0.0
+        self.bad_headers = 0
+        self.throttled = 0  # 429s seen
+        self.waited_budget = 0.0  # seconds requests waited for the client's own budget (summed)
+        self.waited_server = 0.0  # ... and for the server's (its headers, a Retry-After)
+
+    def _buckets(self, tokens: int) -> tuple[list[tuple[Quantized, int]], list[tuple[Quantized, int]]]:
+        own = [(b, c) for b, c in ((self.own.requests, 1), (self.own.tokens, tokens)) if b is not None]
+        server = [(b, c) for name, c in (("requests", 1), ("tokens", tokens)) if (b := self.server.get(name))]
+        return own, server
+
+    async def acquire(self, tokens: int) -> float:
+        """Wait until a request of `tokens` may go, and take it; the seconds waited."""
+        import asyncio
+
+        waited = 0.0
+        while True:
+            pause = self.paused_until - self.clock()
+            own, server = self._buckets(tokens)
+            mine = max((b.wait_for(c) for b, c in own), default=0.0)
+            theirs = max([pause, *(b.wait_for(c) for b, c in server)])
+            if mine <= 0 and theirs <= 0:
+                for b, c in own + server:
+                    b.take(c)
+                return waited
+            if mine >= theirs:
+                self.waited_budget += mine
+            else:
+                self.waited_server += theirs
+            wait = max(mine, theirs)
+            waited += wait
+            await asyncio.sleep(wait)
+
+    def reconcile(self, estimated: int, reported: int) -> None:
+        """The server's count of a request's tokens (`usage`) replaces the estimate."""
+        if reported != estimated:
+            for bucket in (self.own.tokens, self.server.get("tokens")):
+                if bucket is not None:
+                    bucket.take(reported - estimated)
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """An answer's rate-limit headers into the mirror; a 429's wait into a pause."""
+        now = self.clock()
+        if status == 429:
+            self.throttled += 1
+            wait = self._number(headers, "retry-after-ms", 1e-3) or self._number(headers, "retry-after", 1.0)
+            if wait:
+                self.paused_until = max(self.paused_until, now + wait)
+        for name in ("requests", "tokens"):
+            limit = self._number(headers, f"x-ratelimit-limit-{name}", 1.0)
+            remaining = self._number(headers, f"x-ratelimit-remaining-{name}", 1.0)
+            reset = headers.get(f"x-ratelimit-reset-{name}")
+            if reset is not None:
+                try:
+                    parse_go_duration(reset)
+                except ValueError:
+                    self.bad_headers += 1
+            if not limit:
+                continue
+            bucket = self.server.get(name)
+            if bucket is None or bucket.per_minute != limit:
+                bucket = self.server[name] = Quantized(limit, self.clock)
+            if remaining is not None:
+                bucket.level = min(bucket._refill(), remaining)
+
+    def _number(self, headers: Mapping[str, str], name: str, unit: float) -> float | None:
+        value = headers.get(name)
+        if value is None:
+            return None
+        try:
+            number = float(value) * unit
+            if not 0 <= number < 1e12:
+                raise ValueError
+            return number
+        except ValueError:
+            self.bad_headers += 1
+            return None
