@@ -57,13 +57,14 @@ class WholeLines:
     (a full disk) is cut back off, so a reader never finds half a row, and OutputError names
     the file. Secrets the command line carries are masked."""
 
-    def __init__(self, path: Path, exclusive: bool = False) -> None:
+    def __init__(self, path: Path, exclusive: bool = False, append: bool = False) -> None:
         self.path = path
+        mode = "ab" if append else "xb" if exclusive else "wb"
         try:
-            self._file = open(path, "xb" if exclusive else "wb", buffering=0)  # noqa: SIM115 - closed by close()
+            self._file = open(path, mode, buffering=0)  # noqa: SIM115 - closed by close()
         except OSError as exc:
             raise OutputError(f"cannot write results to {path.parent}: {exc.strerror or exc}") from None
-        self._size = 0
+        self._size = self._file.tell()
 
     @property
     def closed(self) -> bool:
