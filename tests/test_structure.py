@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncbench"
 # The layers, lowest first: a module may import from its own layer or one below, never above.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("asyncbench.version", "asyncbench.errors", "asyncbench.records", "asyncbench.rows", "asyncbench.redact", "asyncbench.signals", "asyncbench.options",
-     "asyncbench.ratelimit",
+     "asyncbench.ratelimit", "asyncbench.resume",
      "asyncbench.limiters",
      "asyncbench.system"),
     ("asyncbench.metrics", "asyncbench.rates", "asyncbench.usl", "asyncbench.thresholds", "asyncbench.tls", "asyncbench.engines",

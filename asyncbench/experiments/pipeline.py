@@ -27,10 +27,12 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 import typer
 
 from asyncbench import report
+from asyncbench.engines.retry import RetryPolicy
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import Experiment, StepEvents
 from asyncbench.groups import REQUEST, Connection, Defaults, Only, Outputs, Request, Server, Thresholds, check_loop
 from asyncbench.options import check_range, check_readable_file, parse_headers, parse_int_list
+from asyncbench.ratelimit import ClientBudget, tokens_of
 from asyncbench.redact import redact_header, redact_url
 from asyncbench.session import Conclusion, PlanDefaults, check_output_file
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from asyncbench.load.route import Reach
     from asyncbench.load.spec import RequestSpec
     from asyncbench.results import ResultsWriter, Run, WholeLines
+    from asyncbench.resume import Done
     from asyncbench.session import Steps
 
 
@@ -61,6 +64,38 @@ class PipelineOptions:
         "auto:aimd, auto:gradient) for a limit that adapts to the server.")] = "25"
     output: Annotated[Path | None, typer.Option(
         "--output", help="JSONL file for the results (only when one combination runs).", show_default=False)] = None
+
+
+API = "API (OpenAI-style)"
+
+
+@dataclass
+class PipelineApi:
+    api: Annotated[str, typer.Option(
+        "--api", help="What the API speaks: embed (the lab's {id, text} → {id, embedding}) or openai (POST "
+        "{model, input: [...]} → data[index].embedding, usage).", rich_help_panel=API)] = "embed"
+    inputs_per_request: Annotated[int, typer.Option(
+        "--inputs-per-request", help="--api openai: chunks in each request's input list.", rich_help_panel=API)] = 1
+    model: Annotated[str, typer.Option("--model", help="--api openai: the model to name.",
+                                       rich_help_panel=API)] = "asyncbench-embedding"
+    rpm: Annotated[float, typer.Option(
+        "--rpm", help="The client's budget: requests per minute, spent per second (0: none).",
+        rich_help_panel=API)] = 0.0
+    tpm: Annotated[float, typer.Option(
+        "--tpm", help="The client's budget: tokens per minute (4 bytes a token), spent per second (0: none).",
+        rich_help_panel=API)] = 0.0
+    resume: Annotated[bool, typer.Option(
+        "--resume", metavar="", help="Continue an interrupted run from what --output holds: chunks with a result "
+        "are not sent again (the input must be the same).", rich_help_panel=API)] = False
+    ordered: Annotated[bool, typer.Option(
+        "--ordered", metavar="", help="Write results in input order: each batch's are held until it is done (memory: "
+        "one batch).", rich_help_panel=API)] = False
+    server_rpm: Annotated[float, typer.Option(
+        "--server-rpm", help="Embedded server: requests per minute of its /v1/embeddings (0: none).",
+        rich_help_panel="Embedded server (when no URL is given)")] = 0.0
+    server_tpm: Annotated[float, typer.Option(
+        "--server-tpm", help="Embedded server: tokens per minute of its /v1/embeddings (0: none).",
+        rich_help_panel="Embedded server (when no URL is given)")] = 0.0
 
 
 @dataclass
@@ -166,6 +201,12 @@ class PipelineSpec:
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 10.0
     retries: int = 3
+    api: str = "embed"  # or "openai"
+    inputs_per_request: int = 1
+    model: str = "asyncbench-embedding"
+    rpm: float = 0.0  # the client's budget (0: none)
+    tpm: float = 0.0
+    ordered: bool = False
 
 
 @dataclass
@@ -190,6 +231,12 @@ class PairResult:
     peak_rss_mb: float
     output: str
     limiter: str = "fixed"  # fixed, or the adaptive limit's algorithm (concurrency: its mean limit)
+    throttled: int = 0  # attempts answered 429
+    waited_s: float = 0.0  # seconds requests waited for the budget or the server, summed over them
+    tokens: int = 0  # as the server counted them (usage), or estimated where it says nothing
+    tokens_per_min: float = 0.0
+    resumed: int = 0  # chunks the output already held (--resume): not sent again
+    limited_by: str = "concurrency"  # what held the run back: budget (the client's), server, or concurrency
 
 
 Concurrency = int | str  # a fixed number, or "auto:aimd" / "auto:gradient"
@@ -220,14 +267,46 @@ def concurrency_label(concurrency: Concurrency) -> str:
     return str(concurrency).replace(":", "-")
 
 
-def _jsonl_line(ident: int, result: FetchResult) -> str:
+Line = tuple[int, str, bool]  # a chunk's number, its JSONL line, whether it has an embedding
+
+
+def _openai_lines(group: list[tuple[int, str]], result: FetchResult) -> tuple[list[Line], int | None]:
+    """A line per chunk of an OpenAI-style request, by `index`; and the tokens its `usage` says.
+    An answer of another shape fails its chunks as `other`, with the reason."""
+    if not result.ok:
+        line = {"error": result.error, "status": result.status, "detail": result.detail}
+        return [(i, json.dumps({"id": i, **line}) + "\n", False) for i, _ in group], None
+    try:
+        body = result.json()
+        data = body["data"]
+        if not isinstance(data, list):
+            raise TypeError("data is not a list")
+        by_index = {int(d["index"]): d["embedding"] for d in data}
+        usage = body.get("usage") or {}
+        reported = int(usage["total_tokens"]) if "total_tokens" in usage else None
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"the answer is not an embeddings list ({type(exc).__name__}: {exc})"
+        return [(i, json.dumps({"id": i, "error": "other", "detail": detail}) + "\n", False) for i, _ in group], None
+    lines = []
+    for k, (i, text) in enumerate(group):
+        if k in by_index:
+            lines.append((i, json.dumps({"id": i, "embedding": by_index[k], "tokens": tokens_of(text)},
+                                        separators=(",", ":")) + "\n", True))
+        else:
+            lines.append((i, json.dumps({"id": i, "error": "other", "detail": f"no data with index {k} in the answer"})
+                          + "\n", False))
+    return lines, reported
+
+
+def _jsonl_line(ident: int, result: FetchResult) -> Line:
     if result.ok:
         try:
             embedding = result.json()["embedding"]
-            return json.dumps({"id": ident, "embedding": embedding}, separators=(",", ":")) + "\n"
+            return ident, json.dumps({"id": ident, "embedding": embedding}, separators=(",", ":")) + "\n", True
         except (ValueError, KeyError, TypeError):
-            return json.dumps({"id": ident, "error": "other", "detail": "response has no embedding"}) + "\n"
-    return json.dumps({"id": ident, "error": result.error, "status": result.status, "detail": result.detail}) + "\n"
+            return ident, json.dumps({"id": ident, "error": "other", "detail": "response has no embedding"}) + "\n", False
+    line = {"id": ident, "error": result.error, "status": result.status, "detail": result.detail}
+    return ident, json.dumps(line) + "\n", False
 
 
 @contextmanager
@@ -240,10 +319,11 @@ def _closing(sink: WholeLines) -> Iterator[WholeLines]:
 
 async def run_pair(
     spec: PipelineSpec, source: Path, *, chunk_bytes: int, batch_size: int, concurrency: Concurrency,
-    output: Path, input_mb: float, progress: list[int],
+    output: Path, input_mb: float, progress: list[int], done: Done | None = None,
 ) -> PairResult:
     """Stream `source` through the pipeline once; each result goes to `output` as it completes.
-    An adaptive `concurrency` ("auto:aimd") lets its limiter set the requests in flight."""
+    An adaptive `concurrency` ("auto:aimd") lets its limiter set the requests in flight. With
+    `done` (a resume), the chunks it holds are skipped and the output is appended to."""
     from asyncbench.client import AsyncHttpClient
     from asyncbench.limiters import Fixed, Limiter, make_limiter
     from asyncbench.metrics import LatencyHistogram
@@ -261,38 +341,84 @@ async def run_pair(
     limiter: Limiter = (make_limiter(concurrency.partition(":")[2], 10, 1000) if isinstance(concurrency, str)
                         else Fixed(concurrency))
     limits = 0  # the limit as each chunk ended, added up: its mean is the row's concurrency
+    chunks = throttled = tokens = 0
+    waited = 0.0
+    openai = spec.api == "openai"
+    per_request = spec.inputs_per_request if openai else 1
+    budget = ClientBudget(spec.rpm, spec.tpm) if (openai or spec.rpm or spec.tpm) else None
     started = _perf()
     # A whole line at a time: the file is valid JSONL after Ctrl-C or a full disk too.
-    sink = WholeLines(output)
+    sink = WholeLines(output, append=done is not None)
     with open(source, "rb") as stream, _closing(sink):
-        async with AsyncHttpClient(limiter=limiter, timeout=spec.timeout, retries=spec.retries,
-                                   headers=spec.headers) as client:
+        # With a budget, every attempt (retries too) waits for it and for what the server said:
+        # the retries are made here, not by the client.
+        async with AsyncHttpClient(limiter=limiter, timeout=spec.timeout, retries=0 if budget else spec.retries,
+                                   headers=spec.headers,
+                                   on_response=budget.observe if budget is not None else None) as client:
 
-            async def post(ident: int, text: str) -> None:
-                nonlocal successes, attempts, limits
-                result = await client.fetch(spec.url, method="POST", json={"id": ident, "text": text})
-                # One write per line: a line is whole even if the run is cancelled after it.
-                sink.write(_jsonl_line(ident, result))
+            async def send(payload: Any, estimate: int) -> FetchResult:
+                nonlocal waited, attempts, throttled
+                async def pace() -> None:
+                    nonlocal waited
+                    if budget is not None:
+                        waited += await budget.acquire(estimate)
+
+                for attempt in range(spec.retries + 1):
+                    result = await client.fetch(spec.url, method="POST", json=payload, before=pace)
+                    attempts += result.attempts
+                    throttled += result.throttled
+                    if (result.ok or budget is None or attempt == spec.retries
+                            or not RetryPolicy.retryable(result.error or "other", result.status)):
+                        return result
+                    if result.status != 429:  # a 429's wait is the budget's pause (its Retry-After)
+                        await asyncio.sleep(random.uniform(0.0, min(5.0, 0.05 * 2 ** attempt)))
+                return result
+
+            async def post(group: list[tuple[int, str]], held: dict[int, str] | None) -> None:
+                nonlocal successes, limits, chunks, tokens
+                estimate = sum(tokens_of(text) for _, text in group)
+                if openai:
+                    payload: Any = {"model": spec.model, "input": [text for _, text in group]}
+                else:
+                    payload = {"id": group[0][0], "text": group[0][1]}
+                result = await send(payload, estimate)
+                if openai:
+                    lines, reported = _openai_lines(group, result)
+                    if reported is not None and budget is not None:
+                        budget.reconcile(estimate, reported)
+                else:
+                    lines, reported = [_jsonl_line(group[0][0], result)], None
+                tokens += reported if reported is not None else (estimate if result.ok else 0)
+                for ident, line, ok in lines:
+                    if held is not None:
+                        held[ident] = line
+                    else:
+                        sink.write(line)  # one write per line: whole even if the run is cancelled after it
+                    successes += ok
                 latency.record(result.latency_s)
-                attempts += result.attempts
-                successes += result.ok
-                limits += limiter.limit
-                progress[0] += 1
+                chunks += len(group)
+                limits += limiter.limit * len(group)
+                progress[0] += len(group)
 
             for batch in batches(clean(read_chunks(stream, chunk_bytes)), batch_size):
                 n_batches += 1
+                todo = [(i, text) for i, text in batch if done is None or i not in done]
+                progress[0] += len(batch) - len(todo)
+                held: dict[int, str] | None = {} if spec.ordered else None
                 try:
                     # A task group: when one post fails to write, the batch's others are cancelled.
                     async with asyncio.TaskGroup() as group:
-                        for i, text in batch:
-                            group.create_task(post(i, text))
+                        for k in range(0, len(todo), per_request):
+                            group.create_task(post(todo[k:k + per_request], held))
                 except ExceptionGroup as failed:
                     raise failed.exceptions[0] from None
+                if held:
+                    for ident in sorted(held):
+                        sink.write(held[ident])
     elapsed = _perf() - started
     peak = tracemalloc.get_traced_memory()[1]
     if not tracing:
         tracemalloc.stop()
-    chunks = latency.count
     return PairResult(
         experiment=EXPERIMENT.name,
         input_mb=input_mb,
@@ -312,7 +438,24 @@ async def run_pair(
         peak_rss_mb=rss.peak_mb(),
         output=str(output),
         limiter="fixed" if isinstance(concurrency, int) else concurrency.partition(":")[2],
+        throttled=throttled,
+        waited_s=waited,
+        tokens=tokens,
+        tokens_per_min=60 * tokens / elapsed if elapsed > 0 else 0.0,
+        resumed=done.count if done is not None else 0,
+        limited_by=_limited_by(budget, throttled, latency.mean * latency.count),
     )
+
+
+def _limited_by(budget: ClientBudget | None, throttled: int, busy_s: float) -> str:
+    """What held a run back: the client's own budget (its requests waited for it more than a
+    tenth of the time they spent on the wire), the server's limit (429s, or waits it asked
+    for), else the concurrency."""
+    if budget is not None and budget.waited_budget > 0.1 * busy_s and budget.waited_budget >= budget.waited_server:
+        return "budget"
+    if throttled or (budget is not None and budget.waited_server > 0.1 * busy_s):
+        return "server"
+    return "concurrency"
 
 
 @dataclass
@@ -324,6 +467,7 @@ class PipelineConfig:
     concurrency: list[Concurrency] = field(default_factory=lambda: [25])
     output_for: dict[tuple[float, int, Concurrency], Path] = field(default_factory=dict)
     cooldown: float = 0.0
+    done: Done | None = None  # --resume: the chunks the output already holds
 
 
 async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
@@ -341,7 +485,7 @@ async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
                 result = await run_pair(
                     config.request, source, chunk_bytes=config.chunk_bytes, batch_size=batch_size,
                     concurrency=concurrency, output=config.output_for[(size_mb, batch_size, concurrency)],
-                    input_mb=size_mb, progress=progress,
+                    input_mb=size_mb, progress=progress, done=config.done,
                 )
                 results.append(result)
                 events.finished(result)
@@ -349,8 +493,8 @@ async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
 
 
 def command(options: PipelineOptions, request: Annotated[Request, Only("retries", "timeout", "header"), Defaults(retries=3)],
-            run_options: PipelineRun, connection: Annotated[Connection, Only("allow_remote")], outputs: Outputs,
-            thresholds: Thresholds, server: Server) -> None:
+            api: PipelineApi, run_options: PipelineRun, connection: Annotated[Connection, Only("allow_remote")],
+            outputs: Outputs, thresholds: Thresholds, server: Server) -> None:
     """Stream a file in chunks to an embedding API in batches, in flat memory (Lab 2.5).
 
     Every (batch size, concurrency) pair runs; results stream to a JSONL file per pair.
@@ -364,6 +508,22 @@ def command(options: PipelineOptions, request: Annotated[Request, Only("retries"
     check_range("--retries", request.retries, 0, 100)
     timeout = request.check_timeout()
     check_range("--cooldown", run_options.cooldown, 0, 600)
+    if api.api not in ("embed", "openai"):
+        raise UsageError(f"invalid --api {api.api!r}: expected embed or openai")
+    check_range("--inputs-per-request", api.inputs_per_request, 1, 2048)
+    if api.inputs_per_request > 1 and api.api != "openai":
+        raise UsageError(f"--inputs-per-request {api.inputs_per_request} needs --api openai (the lab's /embed takes one text)")
+    for name, value in (("--rpm", api.rpm), ("--tpm", api.tpm), ("--server-rpm", api.server_rpm),
+                        ("--server-tpm", api.server_tpm)):
+        check_range(name, value, 0)
+    if api.resume:
+        if output is None:
+            raise UsageError("--resume needs --output FILE: the output of the run to continue")
+        from asyncbench.resume import fingerprint_path
+
+        if not output.exists() or not fingerprint_path(output).exists():
+            raise UsageError(f"--resume: no earlier output at {str(output)!r} (and its {fingerprint_path(output).name}) "
+                             "to continue")
     if input_file is not None:
         try:
             check_readable_file(input_file)
@@ -376,12 +536,14 @@ def command(options: PipelineOptions, request: Annotated[Request, Only("retries"
         sizes=_parse_sizes(generate_mb) if generate_mb is not None else ([] if input_file else [1.0]),
         chunk_bytes=options.chunk_bytes, batch_sizes=batch_list, concurrency=conc_list, output=output,
         headers=parse_headers(request.header), timeout=timeout, retries=request.retries, cooldown=run_options.cooldown,
+        api=api.api, inputs_per_request=api.inputs_per_request, model=api.model, rpm=api.rpm, tpm=api.tpm,
+        resume=api.resume, ordered=api.ordered,
     )
     if output is not None and req.runs > 1:
         raise UsageError(f"--output {str(output)!r} takes one run, but {req.runs} combinations were asked for")
     if output is not None:
         check_output_file(output, "--output")
-    config = server.config()
+    config = server.config(rpm=api.server_rpm, tpm=api.server_tpm)
     folders = outputs.outputs()
     plan = PipelinePlan(req, folders.results_dir, options.url is None, check_loop(run_options.loop))
     plan.allow_remote = connection.remote_allowed()
@@ -419,6 +581,13 @@ class PipelineRequest:
     timeout: float
     retries: int
     cooldown: float
+    api: str = "embed"
+    inputs_per_request: int = 1
+    model: str = "asyncbench-embedding"
+    rpm: float = 0.0
+    tpm: float = 0.0
+    resume: bool = False
+    ordered: bool = False
 
     @property
     def runs(self) -> int:
@@ -454,15 +623,18 @@ class PipelinePlan(PlanDefaults):
         from asyncbench.load.spec import RequestSpec
 
         req = self.req
-        self.endpoint = target_url.rstrip("/") + "/embed" if self.embedded else target_url
+        path = "/v1/embeddings" if req.api == "openai" else "/embed"
+        self.endpoint = target_url.rstrip("/") + path if self.embedded else target_url
         if req.input_file is not None:
             self.inputs.append((req.input_file, req.input_file.stat().st_size / (1024 * 1024)))
         for size in req.sizes:
             path = scratch / f"generated-{size:g}mb.txt"
             generate_text(path, size)
             self.inputs.append((path, size))
+        probe = ({"model": req.model, "input": ["asyncbench pre-flight"]} if req.api == "openai"
+                 else {"id": -1, "text": "asyncbench pre-flight"})
         return RequestSpec(url=self.endpoint, method="POST", headers={**req.headers, "Content-Type": "application/json"},
-                           data=b'{"id": -1, "text": "asyncbench pre-flight"}', timeout=req.timeout)
+                           data=json.dumps(probe).encode(), timeout=req.timeout)
 
     def config(self) -> dict[str, Any]:
         req = self.req
@@ -471,6 +643,8 @@ class PipelinePlan(PlanDefaults):
             "generate_mb": req.sizes or None,
             "chunk_bytes": req.chunk_bytes, "batch_sizes": req.batch_sizes, "concurrency": req.concurrency,
             "retries": req.retries, "timeout_s": req.timeout, "cooldown_s": req.cooldown, "loop": self.loop,
+            "api": req.api, "inputs_per_request": req.inputs_per_request, "model": req.model, "rpm": req.rpm,
+            "tpm": req.tpm, "resume": req.resume, "ordered": req.ordered,
             "headers": [redact_header(f"{k}: {v}") for k, v in req.headers.items()],
         }
 
@@ -486,10 +660,22 @@ class PipelinePlan(PlanDefaults):
                     suffix = f"-{size:g}mb" if len(self.inputs) > 1 else ""
                     self.output_for[(size, b, c)] = (req.output or self.results_dir
                                                      / f"{writer.stem}{suffix}-b{b}-c{concurrency_label(c)}.jsonl")
+        done = None
+        if req.output is not None:
+            from asyncbench.resume import check_resumable, fingerprint, recover, write_fingerprint
+
+            [(source, _)] = self.inputs
+            facts = fingerprint(source, req.chunk_bytes)
+            if req.resume:
+                check_resumable(req.output, facts)
+                done = recover(req.output)
+            write_fingerprint(req.output, facts)
         config = PipelineConfig(
-            request=PipelineSpec(url=self.endpoint, headers=req.headers, timeout=req.timeout, retries=req.retries),
+            request=PipelineSpec(url=self.endpoint, headers=req.headers, timeout=req.timeout, retries=req.retries,
+                                 api=req.api, inputs_per_request=req.inputs_per_request, model=req.model, rpm=req.rpm,
+                                 tpm=req.tpm, ordered=req.ordered),
             inputs=self.inputs, chunk_bytes=req.chunk_bytes, batch_sizes=req.batch_sizes,
-            concurrency=req.concurrency, output_for=self.output_for, cooldown=req.cooldown,
+            concurrency=req.concurrency, output_for=self.output_for, cooldown=req.cooldown, done=done,
         )
         return run(config, steps)
 
@@ -501,22 +687,44 @@ class PipelinePlan(PlanDefaults):
         return (f"batch {result.batch_size}, concurrency {result.concurrency}{auto}, "
                 f"{report.fmt_mb(result.input_mb)} MB done: {result.chunks:,} chunks, "
                 f"{result.throughput_cps:,.1f} chunks/s, {result.success_rate * 100:.1f} % ok, "
-                f"peak traced {result.peak_traced_mb:.2f} MB ({done} of {self.total_steps} runs)"), None
+                f"peak traced {result.peak_traced_mb:.2f} MB{_budget_words(result)} "
+                f"({done} of {self.total_steps} runs)"), None
 
     def conclude(self, results: list[Any], interrupted: bool, title: str) -> Conclusion:
         req = self.req
         findings = pipeline_findings(results)
         metadata = {"findings": findings, "outputs": [str(p) for p in self.output_for.values()]}
         source = f"{req.input_file}" if req.input_file else "generated text"
-        target = "embedded server /embed" if self.embedded else redact_url(self.endpoint)
+        path = "/v1/embeddings" if req.api == "openai" else "/embed"
+        target = f"embedded server {path}" if self.embedded else redact_url(self.endpoint)
         shown: list[RenderableType] = [pipeline_table(
             results, f"pipeline: {source} → {target}{' — interrupted' if interrupted else ''}")]
         shown += findings
+        for r in results:
+            if r.limited_by != "concurrency" or r.throttled or r.resumed:
+                shown.append(f"batch {r.batch_size}, concurrency {r.concurrency}: {limited_words(r)}")
         if results and not findings:
             best = max(results, key=lambda r: r.throughput_cps)
             shown.append(f"{best.chunks:,} chunks in {best.elapsed_s:.1f} s at {best.success_rate * 100:.1f} % success; "
                          f"peak traced memory {best.peak_traced_mb:.2f} MB above baseline")
         return Conclusion(metadata, shown, files=sorted({Path(r.output) for r in results}))
+
+
+def limited_words(r: Any) -> str:
+    """What held a run back, in words, with what the budget went on."""
+    why = {"budget": "limited by the client's budget (--rpm/--tpm)", "server": "limited by the server's rate limit",
+           "concurrency": "limited by the concurrency"}.get(str(r.limited_by), str(r.limited_by))
+    parts = [why, f"{int(r.throttled):,} × 429", f"waited {float(r.waited_s):,.1f} s (summed over requests)",
+             f"{int(r.tokens):,} tokens, {float(r.tokens_per_min):,.0f} a minute"]
+    if int(r.resumed or 0):
+        parts.append(f"{int(r.resumed):,} chunks already in the output, not sent again")
+    return "; ".join(parts)
+
+
+def _budget_words(r: Any) -> str:
+    if not (r.throttled or r.waited_s or r.resumed):
+        return ""
+    return f", {r.throttled:,} × 429, waited {r.waited_s:,.1f} s, {r.tokens:,} tokens"
 
 
 def pipeline_findings(rows: Sequence[Any]) -> list[str]:
