@@ -32,11 +32,14 @@ def test_every_scheduled_request_is_sent_and_counted_by_the_server(engine, start
     assert server_stats(url)["received"] == 50 + 200 + 1  # + the pre-flight
     meta = json.loads(json_path.read_text())
     assert meta["experiment"] == "rate" and meta["engine"] == engine and meta["rates_completed"] == 2
-    assert meta["sweet_spot"]["level"] == 200
+    # The highest rate that met the floor with the client keeping the schedule: 200/s, unless a
+    # shared machine stalled the client during its one second (the row says so; then 50/s).
+    best = 50 if rows[200]["client_limited"] == "true" else 200
+    assert meta["sweet_spot"]["level"] == best
     assert latency_path.exists()
     charts = {p.name.split("-")[-1] for p in (tmp_path / "p").glob("rate-*.png")}
     assert {"latency.png", "achieved.png", "distribution.png"} <= charts
-    assert "sweet spot: rate 200/s" in " ".join(out.stdout.split())
+    assert f"sweet spot: rate {best}/s" in " ".join(out.stdout.split())
 
 
 def test_a_stall_shows_in_the_open_model_and_hides_in_a_closed_loop(start_server, tmp_path):
