@@ -108,26 +108,6 @@ class ServerStats:
     tokens: int = 0  # the tokens of those inputs
 
 
-class _TokenBucket:
-    """A requests-per-second budget with a burst of one second's worth."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, rate)
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        """Take a token; return 0 on success, else the seconds until one is available."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
 def embed(text: str) -> list[float]:
     """A deterministic unit vector for `text`: the same text always gets the same vector."""
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=EMBEDDING_DIM * 4).digest()
@@ -168,7 +148,8 @@ class TargetService:
         self.config = config
         self.stats = ServerStats()
         self._waiting: deque[tuple[Callable[[Answer], None], Answer]] = deque()
-        self._bucket = _TokenBucket(config.rate_limit) if config.rate_limit > 0 else None
+        # --rate-limit: requests a second, a second's worth at once (the API limits' bucket, in requests)
+        self._bucket = ApiLimits(rpm=config.rate_limit * 60, tpm=0) if config.rate_limit > 0 else None
         self._api = ApiLimits(config.rpm, config.tpm)
         self._random = random.Random(config.seed)
         self._loop = asyncio.get_running_loop()
@@ -280,7 +261,7 @@ class TargetService:
         """Rate limit, shed past capacity + queue, else serve now or queue for a slot."""
         cfg, st = self.config, self.stats
         if self._bucket is not None:
-            wait = self._bucket.take()
+            wait = self._bucket.admit(0)
             if wait > 0:
                 st.rate_limited += 1
                 answer(Answer(429, b"rate limited\n", headers=(("Retry-After", str(max(1, math.ceil(wait)))),)))
