@@ -99,6 +99,10 @@ class Quantized:
     def remaining(self) -> int:
         return max(0, math.floor(self._refill()))
 
+    def lower_to(self, level: float) -> None:
+        """Never more than `level` now (what the server says it has left)."""
+        self.level = min(self._refill(), level)
+
     def reset_s(self) -> float:
         """Seconds until the bucket is full again."""
         return max(0.0, (self.capacity - self._refill()) / self.rate)
@@ -210,7 +214,7 @@ class ClientBudget:
             if bucket is None or bucket.per_minute != limit:
                 bucket = self.server[name] = Quantized(limit, self.clock)
             if remaining is not None:
-                bucket.level = min(bucket._refill(), remaining)
+                bucket.lower_to(remaining)
 
     def _number(self, headers: Mapping[str, str], name: str, unit: float) -> float | None:
         value = headers.get(name)
