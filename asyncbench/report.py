@@ -19,9 +19,11 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.segment import Segment
 from rich.table import Table
@@ -215,9 +217,19 @@ def warnings_block(notes: Iterable[str]) -> RenderableType | None:
     return Group(*(Text(f"warning: {n}", style="yellow") for n in notes))
 
 
+class RateColumn(ProgressColumn):
+    """Units finished per second over rich's recent samples, e.g. "412 req/s"."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "req")
+        return Text(f"{fmt_rate(speed)} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
+
+
 class SweepProgress(Progress):
     """A progress bar per step (level, pair) that polls a counter on its own refresh timer, so
-    the request path never pays for display updates.
+    the request path never pays for display updates: done of total, rate, time left, and a
+    note the step polls too (the pipeline's 429s).
 
     Rich renders from its own refresh thread, so the current step is one attribute swapped
     whole, and a task that rich has already dropped (at stop) is skipped, not looked up.
@@ -225,31 +237,36 @@ class SweepProgress(Progress):
 
     def __init__(self, console: Console) -> None:
         # Set before Progress.__init__, which already calls get_renderables() (rich 13.9+).
-        self._step: tuple[TaskID, Callable[[], int]] | None = None
+        self._step: tuple[TaskID, Callable[[], int], Callable[[], str] | None] | None = None
         super().__init__(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            RateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(compact=True),
+            TextColumn("{task.fields[note]}"),
             console=console,
             transient=True,
             refresh_per_second=8,
         )
 
-    def start_step(self, description: str, total: int, done: Callable[[], int]) -> None:
+    def start_step(self, description: str, total: int, done: Callable[[], int], unit: str = "req",
+                   note: Callable[[], str] | None = None) -> None:
         if self._step is None:
-            task_id = self.add_task(description, total=total)
+            task_id = self.add_task(description, total=total, unit=unit, note="")
         else:
             task_id = self._step[0]
-            self.reset(task_id, total=total, completed=0, description=description)
-        self._step = (task_id, done)
+            self.reset(task_id, total=total, completed=0, description=description, unit=unit, note="")
+        self._step = (task_id, done, note)
 
     def get_renderables(self):  # type: ignore[override]
         step = self._step
         if step is not None:
             with self._lock:  # an RLock: update() takes it again
                 if step[0] in self._tasks:
-                    self.update(step[0], completed=step[1]())
+                    fields = {"note": step[2]()} if step[2] is not None else {}
+                    self.update(step[0], completed=step[1](), **fields)
         yield from super().get_renderables()
 
 

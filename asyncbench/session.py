@@ -333,10 +333,12 @@ class Steps:
         self.results: list[Any] = []
         self.rows: list[dict[str, Any]] = []  # as written, for the thresholds
 
-    def started(self, description: str, total: int, done: Callable[[], int]) -> None:
-        """A step began: `total` units of work, `done()` how many are finished (polled)."""
+    def started(self, description: str, total: int, done: Callable[[], int], unit: str = "req",
+                note: Callable[[], str] | None = None) -> None:
+        """A step began: `total` units of work, `done()` how many are finished, `note()` a word
+        on the side (both polled by the display)."""
         if self.progress is not None:
-            self.progress.start_step(description, total, done)
+            self.progress.start_step(description, total, done, unit, note)
 
     def finished(self, result: Any) -> None:
         """A step finished: write it at once, so that nothing measured is lost."""

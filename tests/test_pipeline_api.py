@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_csv, result_files, run_cli, server_stats
+from conftest import read_csv, result_files, run_cli, run_in_pty, server_stats
 
 
 def _lines(path: Path) -> list[dict]:
@@ -141,3 +142,21 @@ def test_resume_is_refused_without_an_earlier_output_or_against_another_input(tm
 def test_bad_values_exit_2_naming_them(tmp_path, args, why):
     proc = run_cli("pipeline", "--no-plot", "--results-dir", str(tmp_path / "r"), *args)
     assert proc.returncode == 2 and why in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_terminal_shows_chunks_done_of_total_rate_eta_and_429s(tmp_path):
+    # More requests at once than the server's one-second share: 429s before its headers arrive.
+    code, out = run_in_pty("pipeline", "--api", "openai", "--generate-mb", "0.05", "--chunk-bytes", "512",
+                           "--server-rpm", "3000", "--concurrency", "40", "--batch-sizes", "100", "--no-plot",
+                           "--results-dir", str(tmp_path / "r"), columns=80)
+    assert code == 0, out
+    [row] = read_csv(result_files(tmp_path / "r", "pipeline")[0])
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-ln-z]", "\n", re.sub(r"\x1b\[[0-9;]*m", "", out))
+    frames = [line for line in text.splitlines() if "chunk/s" in line]
+    assert frames, out
+    last = frames[-1]  # drawn once more as the display stops: the pair's final figures
+    chunks, throttled = int(row["chunks"]), int(row["throttled"])
+    assert f"{chunks}/{chunks}" in last and "ETA" in last, last
+    assert (f"{throttled} × 429" in last) == (throttled > 0), last
+    assert all(len(line) <= 80 for line in frames)
+    assert "Traceback" not in out

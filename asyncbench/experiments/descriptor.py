@@ -63,8 +63,10 @@ class StepEvents(Protocol):
     """How an experiment reports its steps (levels, runs, phases) as they happen; the session
     wires them to the results writer and the progress display."""
 
-    def started(self, description: str, total: int, done: Callable[[], int]) -> None:
-        """A step began: `total` units of work, of which `done()` are finished (polled)."""
+    def started(self, description: str, total: int, done: Callable[[], int], unit: str = "req",
+                note: Callable[[], str] | None = None) -> None:
+        """A step began: `total` units (`unit`) of work, of which `done()` are finished, and
+        `note()` what else the display should say (both polled)."""
         ...
 
     def finished(self, result: Any) -> None:

@@ -109,7 +109,7 @@ class PipelineRun:
 
 _perf = time.perf_counter
 _WHITESPACE = re.compile(r"\s+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")  # Unicode category Cc, a run at a time (a sparse file is one run)
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def _closing(sink: WholeLines) -> Iterator[WholeLines]:
 
 async def run_pair(
     spec: PipelineSpec, source: Path, *, chunk_bytes: int, batch_size: int, concurrency: Concurrency,
-    output: Path, input_mb: float, progress: list[int], done: Done | None = None,
+    output: Path, input_mb: float, progress: PairProgress, done: Done | None = None,
 ) -> PairResult:
     """Stream `source` through the pipeline once; each result goes to `output` as it completes.
     An adaptive `concurrency` ("auto:aimd") lets its limiter set the requests in flight. With
@@ -367,6 +367,7 @@ async def run_pair(
                     result = await client.fetch(spec.url, method="POST", json=payload, before=pace)
                     attempts += result.attempts
                     throttled += result.throttled
+                    progress.throttled = throttled
                     if (result.ok or budget is None or attempt == spec.retries
                             or not RetryPolicy.retryable(result.error or "other", result.status)):
                         return result
@@ -398,12 +399,12 @@ async def run_pair(
                 latency.record(result.latency_s)
                 chunks += len(group)
                 limits += limiter.limit * len(group)
-                progress[0] += len(group)
+                progress.done += len(group)
 
             for batch in batches(clean(read_chunks(stream, chunk_bytes)), batch_size):
                 n_batches += 1
                 todo = [(i, text) for i, text in batch if done is None or i not in done]
-                progress[0] += len(batch) - len(todo)
+                progress.done += len(batch) - len(todo)
                 held: dict[int, str] | None = {} if spec.ordered else None
                 try:
                     # A task group: when one post fails to write, the batch's others are cancelled.
@@ -459,6 +460,17 @@ def _limited_by(budget: ClientBudget | None, throttled: int, busy_s: float) -> s
 
 
 @dataclass
+class PairProgress:
+    """What the live display polls while a pair runs."""
+
+    done: int = 0  # chunks finished (or skipped by a resume)
+    throttled: int = 0  # answers 429
+
+    def note(self) -> str:
+        return f"{self.throttled:,} × 429" if self.throttled else ""
+
+
+@dataclass
 class PipelineConfig:
     request: PipelineSpec
     inputs: list[tuple[Path, float]]  # (file, size in MiB)
@@ -478,10 +490,10 @@ async def run(config: PipelineConfig, events: StepEvents) -> list[PairResult]:
             for concurrency in config.concurrency:
                 if results and config.cooldown > 0:
                     await asyncio.sleep(config.cooldown)
-                progress = [0]
+                progress = PairProgress()
                 expected = -(-source.stat().st_size // config.chunk_bytes)
-                events.started(f"{report.fmt_mb(size_mb)} MB, batch {batch_size}, concurrency {concurrency}", expected,
-                               lambda progress=progress: progress[0])
+                events.started(f"{report.fmt_mb(size_mb)} MB, batch {batch_size}, c {concurrency}", expected,
+                               lambda progress=progress: progress.done, "chunk", progress.note)
                 result = await run_pair(
                     config.request, source, chunk_bytes=config.chunk_bytes, batch_size=batch_size,
                     concurrency=concurrency, output=config.output_for[(size_mb, batch_size, concurrency)],

@@ -9,10 +9,14 @@ tighter limit: 10,000 a second), 2 MB of generated text in 512-byte chunks, one 
 2. The same data through a re-implementation of openai-cookbook's
    api_request_parallel_processor.py as it is described: two buckets holding a minute's worth,
    refilled continuously, a 15 s pause of everything after a 429, no header read.
+   It pauses everything for 15 s after each 429, so it is given `--cookbook-s` seconds (120)
+   and its pace is projected to the whole input.
 3. A `kill -9` at half way, then `--resume`: every chunk once in the output, the server's count
    at most the chunks plus the requests that were in flight.
+4. Memory flat in input size: a sparse file of `--sparse-gb` GiB (1) against one of 8 MiB, in
+   1 MiB chunks to an unlimited server: peak traced memory and peak RSS of each.
 
-    python tests/benchmarks/pipeline_api.py [--mb 2] [--concurrency 50]
+    python tests/benchmarks/pipeline_api.py [--mb 2] [--concurrency 50] [--cookbook-s 120]
 """
 
 from __future__ import annotations
@@ -59,9 +63,9 @@ def asyncbench_run(url: str, source: Path, out: Path, concurrency: int, extra: l
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def cookbook(url: str, texts: list[str], concurrency: int) -> dict:
+async def cookbook(url: str, texts: list[str], concurrency: int, deadline_s: float) -> dict:
     """Two buckets of a minute's capacity each, refilled continuously; a 429 pauses every send
-    for 15 s; the rate-limit headers are not read."""
+    for 15 s; the rate-limit headers are not read. Stops sending after `deadline_s`."""
     import aiohttp
 
     capacity = {"requests": float(RPM), "tokens": float(TPM)}
@@ -75,7 +79,7 @@ async def cookbook(url: str, texts: list[str], concurrency: int) -> dict:
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal stamp, pause_until, throttled, done
-        while not queue.empty():
+        while not queue.empty() and time.monotonic() < started + deadline_s:
             i, text = await queue.get()
             cost = tokens_of(text)
             while True:
@@ -110,6 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--cookbook-s", type=float, default=120.0)
+    parser.add_argument("--sparse-gb", type=float, default=1.0)
     args = parser.parse_args()
     from asyncbench.experiments.pipeline import generate_text
 
@@ -142,9 +148,12 @@ def main() -> None:
 
         stats(url, reset=True)
         time.sleep(1.1)
-        book = asyncio.run(cookbook(url, texts, args.concurrency))
-        print(f"cookbook-style: {book['elapsed_s']:.2f} s = {book['elapsed_s'] / allowed:.2f} × the limit's time, "
-              f"{book['throttled']:,} × 429, {book['done']:,} chunks done")
+        book = asyncio.run(cookbook(url, texts, args.concurrency, args.cookbook_s))
+        pace = book["done"] / book["elapsed_s"]
+        whole = len(texts) / pace if pace else float("inf")
+        print(f"cookbook-style: {book['done']:,} of {len(texts):,} chunks in {book['elapsed_s']:.1f} s "
+              f"({pace:.1f} chunks/s, {book['throttled']:,} × 429): the whole input at that pace "
+              f"{whole:.0f} s = {whole / allowed:.1f} × the limit's time")
 
         stats(url, reset=True)
         time.sleep(1.1)
@@ -161,6 +170,31 @@ def main() -> None:
         print(f"kill -9 at {killed_at:,} of {len(texts):,} chunks, then --resume: {len(ids):,} lines, "
               f"{len(set(ids)):,} distinct, {len(texts) - len(set(ids)):,} missing; the server embedded {count:,} "
               f"(at most {len(texts) + args.concurrency:,}: the chunks plus those in flight)")
+
+    memory(args.sparse_gb)
+
+
+def memory(sparse_gb: float) -> None:
+    """The same pipeline over a small and a large sparse file: its memory must not follow the size."""
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(ServerConfig(capacity=1000, queue=1000)) as url:
+        figures = []
+        for name, size in (("8 MiB", 8 << 20), (f"{sparse_gb:g} GiB", int(sparse_gb * (1 << 30)))):
+            source = Path(tmp) / f"sparse-{size}.txt"
+            with open(source, "wb") as f:
+                f.truncate(size)
+            out = Path(tmp) / f"out-{size}" / "out.jsonl"
+            out.parent.mkdir()
+            subprocess.run([sys.executable, "-m", "asyncbench", "pipeline", "--api", "openai", url + "/v1/embeddings",
+                            "--input", str(source), "--chunk-bytes", str(1 << 20), "--batch-sizes", "64",
+                            "--concurrency", "16", "--no-plot", "--results-dir", str(out.parent), "--output", str(out)],
+                           capture_output=True, text=True, check=True)
+            row = _csv_row(max(out.parent.glob("pipeline-*.csv")))
+            figures.append((name, int(row["chunks"]), float(row["peak_traced_mb"]), float(row["peak_rss_mb"])))
+        for name, chunks, traced, rss in figures:
+            print(f"memory, {name} sparse input ({chunks:,} chunks of 1 MiB): peak traced {traced:.1f} MB, "
+                  f"peak RSS {rss:.0f} MB")
+        print(f"memory ratio large/small: traced {figures[1][2] / figures[0][2]:.2f} ×, RSS "
+              f"{figures[1][3] / figures[0][3]:.2f} × for {figures[1][1] / figures[0][1]:.0f} × the input")
 
 
 def _csv_row(path: Path) -> dict:
