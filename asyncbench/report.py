@@ -238,14 +238,10 @@ class SweepProgress(Progress):
     def __init__(self, console: Console) -> None:
         # Set before Progress.__init__, which already calls get_renderables() (rich 13.9+).
         self._step: tuple[TaskID, Callable[[], int], Callable[[], str] | None] | None = None
+        columns = (TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), RateColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[note]}"))
         super().__init__(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=16),
-            MofNCompleteColumn(),
-            RateColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(compact=True),
-            TextColumn("{task.fields[note]}"),
+            *columns,
             console=console,
             transient=True,
             refresh_per_second=8,
