@@ -157,6 +157,19 @@ class ClientBudget:
         self.waited_budget = 0.0  # seconds requests waited for the client's own budget (summed)
         self.waited_server = 0.0  # ... and for the server's (its headers, a Retry-After)
 
+    def binding(self, requests_per_min: float, tokens_per_min: float) -> str | None:
+        """Which limit the achieved rates ran at (within a tenth): "budget" when it is the
+        client's own (also when the server's is the same: the budget is what one would change),
+        "server" when it is the server's lower one, None when neither was reached."""
+        for name, achieved in (("requests", requests_per_min), ("tokens", tokens_per_min)):
+            own = getattr(self.own, name)
+            theirs = self.server.get(name)
+            limits = [b.per_minute for b in (own, theirs) if b is not None]
+            if not limits or achieved < 0.9 * min(limits):
+                continue
+            return "budget" if own is not None and own.per_minute <= min(limits) else "server"
+        return None
+
     def _buckets(self, tokens: int) -> tuple[list[tuple[Quantized, int]], list[tuple[Quantized, int]]]:
         own = [(b, c) for b, c in ((self.own.requests, 1), (self.own.tokens, tokens)) if b is not None]
         server = [(b, c) for name, c in (("requests", 1), ("tokens", tokens)) if (b := self.server.get(name))]
@@ -176,9 +189,7 @@ class ClientBudget:
                 for b, c in own + server:
                     b.take(c)
                 return waited
-            # The mirror of a limit equal to the budget runs a little behind it (the requests in
-            # flight are taken from both): within a tenth, the budget is what binds.
-            if mine >= 0.9 * theirs:
+            if mine >= theirs:
                 self.waited_budget += mine
             else:
                 self.waited_server += theirs

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from conftest import server_stats
 
-from asyncbench.ratelimit import ApiLimits, Quantized, format_go_duration, parse_go_duration, tokens_of
+from asyncbench.ratelimit import ApiLimits, ClientBudget, Quantized, format_go_duration, parse_go_duration, tokens_of
 
 
 @pytest.mark.parametrize("seconds, text", [
@@ -67,6 +67,21 @@ def _post(url: str, payload: object) -> tuple[int, dict[str, str], dict]:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read())
+
+
+def test_the_limit_a_run_ran_at_is_the_budget_unless_the_server_s_is_lower():
+    def budget(rpm: int, server_rpm: int | None) -> ClientBudget:
+        b = ClientBudget(rpm=rpm, clock=lambda: 0.0)
+        if server_rpm is not None:
+            b.observe(200, {"x-ratelimit-limit-requests": str(server_rpm),
+                            "x-ratelimit-remaining-requests": str(server_rpm // 60)})
+        return b
+
+    assert budget(3000, 3000).binding(2950, 0) == "budget"  # the same limit: the budget is the setting
+    assert budget(3000, None).binding(2950, 0) == "budget"
+    assert budget(3000, 1200).binding(1190, 0) == "server"
+    assert budget(3000, 3000).binding(2000, 0) is None  # neither reached: something else held it back
+    assert ClientBudget(tpm=60_000).binding(10, 59_000) == "budget"
 
 
 def test_the_endpoint_answers_as_openai_does(start_server):

@@ -444,16 +444,23 @@ async def run_pair(
         tokens=tokens,
         tokens_per_min=60 * tokens / elapsed if elapsed > 0 else 0.0,
         resumed=done.count if done is not None else 0,
-        limited_by=_limited_by(budget, throttled, latency.mean * latency.count),
+        limited_by=_limited_by(budget, throttled, latency.mean * latency.count,
+                               60 * attempts / elapsed if elapsed > 0 else 0.0,
+                               60 * tokens / elapsed if elapsed > 0 else 0.0),
     )
 
 
-def _limited_by(budget: ClientBudget | None, throttled: int, busy_s: float) -> str:
-    """What held a run back: the client's own budget (its requests waited for it more than a
-    tenth of the time they spent on the wire), the server's limit (429s, or waits it asked
-    for), else the concurrency."""
-    if budget is not None and budget.waited_budget > 0.1 * busy_s and budget.waited_budget >= budget.waited_server:
-        return "budget"
+def _limited_by(budget: ClientBudget | None, throttled: int, busy_s: float, requests_per_min: float,
+                tokens_per_min: float) -> str:
+    """What held a run back: the limit its rates ran at — the client's budget, or the server's
+    when lower (ClientBudget.binding) — else the server when it said no (429s, or waits it
+    asked for beyond a tenth of the time on the wire), else the concurrency."""
+    if budget is not None:
+        bound = budget.binding(requests_per_min, tokens_per_min)
+        if bound is not None:
+            return bound
+        if budget.waited_budget > 0.1 * busy_s and budget.waited_budget >= budget.waited_server:
+            return "budget"
     if throttled or (budget is not None and budget.waited_server > 0.1 * busy_s):
         return "server"
     return "concurrency"
