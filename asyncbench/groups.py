@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from asyncbench.load.driver import Driver
     from asyncbench.load.spec import RequestSpec
     from asyncbench.server import ServerConfig
-    from asyncbench.session import Outputs
+    from asyncbench.session import Outputs, TimelineSettings
 
 REQUEST = "Request"
 CONNECTION = "Connection"
@@ -341,6 +341,25 @@ class Outputs:
         from asyncbench.session import Outputs as Folders
 
         return Folders(self.results_dir, None if self.no_plot else self.plots_dir, self.html_report)
+
+
+@dataclass
+class Timeline:
+    """How the run is recorded over time."""
+
+    interval: Annotated[float, typer.Option(
+        "--interval", help="Seconds per row of the run's -timeline.csv.", rich_help_panel=OUTPUT)] = 1.0
+    hdr_log: Annotated[Path | None, typer.Option(
+        "--hdr-log", metavar="FILE", help="Also write every interval's latency histogram to FILE in HdrHistogram's log "
+        "format (.hlog), tagged by level.", rich_help_panel=OUTPUT, show_default=False)] = None
+
+    def settings(self) -> TimelineSettings:
+        from asyncbench.session import TimelineSettings, check_output_file
+
+        check_range("--interval", self.interval, 0.01, 3600)
+        if self.hdr_log is not None:
+            check_output_file(self.hdr_log, "--hdr-log")  # exit 1 before any request
+        return TimelineSettings(float(self.interval), self.hdr_log)
 
 
 @dataclass

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from asyncbench.histogram import LatencyHistogram
 from asyncbench.records import ERROR_KINDS, FetchResult, format_statuses, parse_statuses
 from asyncbench.rows import LevelStats
+from asyncbench.timeline import Timeline
 from asyncbench.tls import TlsFacts
 
 # Quantiles written to the -latency.csv for distribution charts.
@@ -29,128 +28,6 @@ QUANTILES: tuple[float, ...] = (
     0.999,
     1.0,
 )
-
-
-class LatencyHistogram:
-    """Log-bucketed latency histogram with exact count, sum, min and max.
-
-    Buckets grow by `_RATIO`; a value is reported as its bucket's geometric midpoint, whose
-    relative error is at most sqrt(_RATIO) - 1 < 0.1 % (three significant digits), and never
-    below the smallest nor above the largest value recorded. Range 1 µs .. ~1 h; values
-    outside are clamped into the end buckets (min and max stay exact).
-
-    `record` only appends to a small buffer, folded into the buckets by numpy a few thousand
-    values at a time: at tens of thousands of requests a second, bucketing each value in
-    Python would be a visible share of the client's own cost.
-    """
-
-    _RATIO = 1.002
-    _LOWEST = 1e-6
-    _LOG_RATIO = math.log(_RATIO)
-    _BUCKETS = int(math.log(3600.0 / _LOWEST) / math.log(_RATIO)) + 2
-    _BATCH = 4096
-
-    __slots__ = ("_counts", "_count", "_total", "_min", "_max", "pending")
-
-    def __init__(self) -> None:
-        self._counts = np.zeros(self._BUCKETS, dtype=np.int64)
-        self._count = 0
-        self._total = 0.0
-        self._min = math.inf
-        self._max = 0.0
-        self.pending = array("d")  # recorded, not yet bucketed
-
-    def record(self, value: float) -> None:
-        pending = self.pending
-        pending.append(value)
-        if len(pending) >= self._BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        """Fold the buffered values into the buckets."""
-        if not self.pending:
-            return
-        values = np.frombuffer(self.pending, dtype=np.float64).copy()
-        del self.pending[:]
-        index = np.zeros(len(values), dtype=np.int64)
-        above = values > self._LOWEST
-        index[above] = (np.log(values[above] / self._LOWEST) / self._LOG_RATIO).astype(np.int64) + 1
-        np.minimum(index, self._BUCKETS - 1, out=index)
-        self._counts += np.bincount(index, minlength=self._BUCKETS)
-        self._count += len(values)
-        self._total += float(values.sum())
-        self._min = min(self._min, float(values.min()))
-        self._max = max(self._max, float(values.max()))
-
-    @property
-    def counts(self) -> np.ndarray:
-        """Values per bucket."""
-        self.flush()
-        return self._counts
-
-    @property
-    def count(self) -> int:
-        return self._count + len(self.pending)
-
-    @property
-    def total(self) -> float:
-        self.flush()
-        return self._total
-
-    @property
-    def min(self) -> float:
-        self.flush()
-        return self._min
-
-    @property
-    def max(self) -> float:
-        self.flush()
-        return self._max
-
-    def merge(self, other: LatencyHistogram) -> None:
-        self.flush()
-        other.flush()
-        self._counts += other._counts
-        self._count += other._count
-        self._total += other._total
-        self._min = min(self._min, other._min)
-        self._max = max(self._max, other._max)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (only the buckets that were hit), for shards to send their samples."""
-        self.flush()
-        return {"buckets": {str(i): int(self._counts[i]) for i in np.flatnonzero(self._counts)},
-                "count": self._count, "total": self._total, "min": self._min if self._count else None,
-                "max": self._max}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyHistogram:
-        hist = cls()
-        for i, c in data["buckets"].items():
-            hist._counts[int(i)] = int(c)
-        hist._count, hist._total, hist._max = int(data["count"]), float(data["total"]), float(data["max"])
-        hist._min = math.inf if data["min"] is None else float(data["min"])
-        return hist
-
-    def quantile(self, q: float) -> float:
-        """The latency at quantile q (0 < q <= 1), nearest-rank; 0 when empty."""
-        self.flush()
-        if not self._count:
-            return 0.0
-        if q >= 1.0:
-            return self._max
-        rank = max(1, math.ceil(q * self._count))
-        i = int(np.searchsorted(np.cumsum(self._counts), rank))
-        if i == 0:
-            value = self._LOWEST
-        else:
-            lo = self._LOWEST * self._RATIO ** (i - 1)
-            value = lo * math.sqrt(self._RATIO)
-        return min(max(value, self._min), self._max)
 
 
 class LevelRecorder:
@@ -170,10 +47,10 @@ class LevelRecorder:
     __slots__ = (
         "ok", "failed", "queue_wait_total", "successes", "attempts", "errors", "first_sent", "last_done",
         "body_bytes", "error_statuses", "retry_after_refused", "throttled", "origin", "submitted_at",
-        "ttfb", "connections", "connect_total", "tls_total", "timed", "tls", "addresses",
+        "ttfb", "connections", "connect_total", "tls_total", "timed", "tls", "addresses", "timeline",
     )
 
-    def __init__(self, origin: float = 0.0, submitted_at: float | None = None) -> None:
+    def __init__(self, origin: float = 0.0, submitted_at: float | None = None, interval: float = 1.0) -> None:
         self.ok = LatencyHistogram()
         self.failed = LatencyHistogram()
         self.queue_wait_total = 0.0
@@ -195,6 +72,7 @@ class LevelRecorder:
         self.timed = False
         self.tls = TlsFacts()
         self.addresses: dict[str, int] = {}  # requests sent to each address
+        self.timeline = Timeline(interval)  # the same requests, interval by interval
 
     def note_engine(self, engine: Any) -> None:
         """What an engine counted over its round: connections, their set-up, the handshakes, the
@@ -243,8 +121,15 @@ class LevelRecorder:
         self.body_bytes += body_bytes
         if self.submitted_at is not None:
             self.queue_wait_total += sent_at - self.submitted_at
+        latency = done_at - sent_at
         sent_at -= self.origin
         done_at -= self.origin
+        timeline = self.timeline
+        timeline.sent_at.append(sent_at)
+        timeline.ok_done.append(done_at)
+        timeline.ok_latency.append(latency)
+        if len(timeline.ok_done) >= LatencyHistogram._BATCH:
+            timeline.flush()
         if sent_at < self.first_sent:
             self.first_sent = sent_at
         if done_at > self.last_done:
@@ -272,6 +157,15 @@ class LevelRecorder:
                 self.retry_after_refused += 1
         sent_at = result.sent_at - self.origin
         done_at = result.done_at - self.origin
+        timeline = self.timeline
+        timeline.sent_at.append(sent_at)
+        if result.ok:
+            timeline.ok_done.append(done_at)
+            timeline.ok_latency.append(result.latency_s)
+        else:
+            timeline.failed_done.append(done_at)
+        if len(timeline.sent_at) >= LatencyHistogram._BATCH:
+            timeline.flush()
         if sent_at < self.first_sent:
             self.first_sent = sent_at
         if done_at > self.last_done:
@@ -300,6 +194,7 @@ class LevelRecorder:
         self.tls.merge(other.tls)
         for address, n in other.addresses.items():
             self.addresses[address] = self.addresses.get(address, 0) + n
+        self.timeline.merge(other.timeline)
         for kind, n in other.errors.items():
             self.errors[kind] += n
         for code, n in other.error_statuses.items():
@@ -318,7 +213,7 @@ class LevelRecorder:
             "retry_after_refused": self.retry_after_refused, "throttled": self.throttled,
             "ttfb": self.ttfb.to_dict(), "connections": self.connections, "connect_total": self.connect_total,
             "tls_total": self.tls_total, "timed": self.timed, "tls": self.tls.to_dict(),
-            "addresses": dict(self.addresses),
+            "addresses": dict(self.addresses), "timeline": self.timeline.to_dict(),
         }
 
     @classmethod
@@ -341,6 +236,7 @@ class LevelRecorder:
         rec.timed = bool(data["timed"])
         rec.tls = TlsFacts.from_dict(data["tls"])
         rec.addresses = {str(k): int(v) for k, v in data["addresses"].items()}
+        rec.timeline = Timeline.from_dict(data["timeline"])
         return rec
 
 

@@ -31,8 +31,8 @@ class RateRecorder(LevelRecorder):
 
     __slots__ = ("service", "send_lag", "dropped", "in_flight_max", "first_intended", "last_sent")
 
-    def __init__(self, origin: float = 0.0) -> None:
-        super().__init__(origin)
+    def __init__(self, origin: float = 0.0, interval: float = 1.0) -> None:
+        super().__init__(origin, interval=interval)
         self.service = LatencyHistogram()
         self.send_lag = LatencyHistogram()
         self.dropped = 0  # due while --max-in-flight requests were out: not sent, counted

@@ -16,13 +16,17 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asyncbench import signals
 from asyncbench.errors import AsyncbenchError, Interrupted, OutputError
 from asyncbench.options import check_readable_file
 from asyncbench.redact import redact_argv, redact_known, redact_text, redact_url
 from asyncbench.version import __version__
+
+if TYPE_CHECKING:
+    from asyncbench.hlog import HdrLog
+    from asyncbench.timeline import Interval
 
 # Space set aside beside the results while a run writes them: released when a write fails, so
 # that a full disk still leaves room to mark the sidecar failed with its reason.
@@ -110,11 +114,17 @@ class ResultsWriter:
         metadata: dict[str, Any],
         started: datetime,
         latency_file: bool = False,
+        timeline_file: bool = False,
+        hdr_log: Path | None = None,
     ) -> None:
         self.columns = list(columns)
         self.metadata = dict(metadata)
         self._csv_file: WholeLines | None = None
         self._latency_file: WholeLines | None = None
+        self._timeline_file: WholeLines | None = None
+        self._hdr_log: HdrLog | None = None
+        self.hdr_log_path = hdr_log
+        self.results_dir = results_dir
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -129,10 +139,13 @@ class ResultsWriter:
         self.json_path = results_dir / f"{self.stem}.json"
         self._reserve = results_dir / f".{self.stem}.reserve"
         self.latency_path = results_dir / f"{self.stem}-latency.csv" if latency_file else None
+        self.timeline_path = results_dir / f"{self.stem}-timeline.csv" if timeline_file else None
         self.metadata.update(
             stem=self.stem,
             files={"csv": self.csv_path.name, "json": self.json_path.name}
-            | ({"latency": self.latency_path.name} if self.latency_path else {}),
+            | ({"latency": self.latency_path.name} if self.latency_path else {})
+            | ({"timeline": self.timeline_path.name} if self.timeline_path else {})
+            | ({"hdr_log": str(hdr_log)} if hdr_log is not None else {}),
             started_at=started.isoformat(timespec="seconds"),
             status="running",
         )
@@ -144,11 +157,21 @@ class ResultsWriter:
                 if self.latency_path is not None:
                     self._latency_file = WholeLines(self.latency_path, exclusive=True)
                     self._latency_file.write(_csv_line(["level", "quantile", "latency_s"]))
+                if self.timeline_path is not None:
+                    from asyncbench.timeline import COLUMNS
+
+                    self._timeline_file = WholeLines(self.timeline_path, exclusive=True)
+                    self._timeline_file.write(_csv_line(COLUMNS))
+                if hdr_log is not None:
+                    from asyncbench.hlog import HdrLog
+
+                    self._hdr_log = HdrLog(hdr_log, started.timestamp())
                 self.write_metadata()
         except BaseException:
             # Nothing was measured yet: leave no empty files behind.
             self.close()
-            for path in (self.csv_path, self.latency_path, self.json_path):
+            made = hdr_log if self._hdr_log is not None else None
+            for path in (self.csv_path, self.latency_path, self.timeline_path, self.json_path, made):
                 if path is not None:
                     path.unlink(missing_ok=True)
             raise
@@ -183,6 +206,38 @@ class ResultsWriter:
         with signals.protected():
             self._latency_file.write("".join(_csv_line((level, f"{q:g}", f"{v:.6g}")) for q, v in quantiles))
 
+    def write_timeline(self, tag: str, level: int, intervals: Sequence[Interval]) -> None:
+        """A finished level over time: its rows of the -timeline.csv, its intervals in the
+        --hdr-log, and its .hgrm percentile distribution (named in the sidecar)."""
+        from asyncbench.timeline import COLUMNS
+
+        if self._timeline_file is None or not intervals:
+            return
+        with signals.protected():
+            self._timeline_file.write("".join(_csv_line(_cell(row[c]) for c in COLUMNS)
+                                              for row in (i.row() for i in intervals)))
+            if self._hdr_log is not None:
+                self._hdr_log.write_level(tag, list(intervals))
+        self._write_hgrm(tag, level, intervals)
+
+    def _write_hgrm(self, tag: str, level: int, intervals: Sequence[Interval]) -> None:
+        from asyncbench.histogram import LatencyHistogram
+        from asyncbench.hlog import percentile_distribution
+
+        ok = LatencyHistogram()
+        for interval in intervals:
+            ok.merge(interval.ok)
+        if not ok.count:
+            return
+        path = self.results_dir / f"{self.stem}-{tag}.hgrm"
+        try:
+            path.write_text(percentile_distribution(ok), encoding="ascii")
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        hgrm = dict(self.metadata.get("hgrm") or {})
+        hgrm[str(level)] = path.name
+        self.write_metadata(hgrm=hgrm)
+
     def write_metadata(self, **updates: Any) -> None:
         """Merge `updates` into the sidecar and rewrite it atomically (never half-written)."""
         tmp = self.json_path.with_suffix(".json.tmp")
@@ -197,7 +252,9 @@ class ResultsWriter:
                 raise OutputError(f"cannot write {self.json_path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
-        for f in (self._csv_file, self._latency_file):
+        if self._hdr_log is not None:
+            self._hdr_log.close()
+        for f in (self._csv_file, self._latency_file, self._timeline_file):
             if f is not None and not f.closed:
                 try:
                     f.close()
@@ -406,7 +463,7 @@ def find_runs(results_dir: Path, schemas: Mapping[str, Schema]) -> tuple[list[Ru
     runs: list[Run] = []
     skipped: list[str] = []
     for path in sorted(results_dir.glob("*.csv")):
-        if path.stem.endswith("-latency"):
+        if path.stem.endswith(("-latency", "-timeline")):
             continue
         try:
             runs.append(read_run(path, schemas))

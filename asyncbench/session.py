@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from asyncbench.load.route import Reach, Route
     from asyncbench.load.spec import RequestSpec
     from asyncbench.server import ServerConfig
+    from asyncbench.timeline import Interval
 
 
 @dataclass
@@ -48,6 +49,14 @@ class Outputs:
         for path, option in ((self.results_dir, "--results-dir"), (self.plots_dir, "--plots-dir")):
             if path is not None:
                 check_output_dir(path, option)
+
+
+@dataclass
+class TimelineSettings:
+    """A load run over time: seconds per interval, and the HdrHistogram log to write (or None)."""
+
+    interval: float = 1.0
+    hdr_log: Path | None = None
 
 
 def prepare(url: str | None, outputs: Outputs, reach: Reach | None = None) -> Route | None:
@@ -188,7 +197,12 @@ def finish(console: Any, writer: ResultsWriter, experiment: Experiment, conclusi
     """List the files written, render the charts (and the HTML report) of the run whose steps
     were `measured` (any finished)."""
     extra_files = conclusion.files
-    files = [str(f) for f in (writer.csv_path, writer.json_path, writer.latency_path) if f]
+    files = [str(f) for f in (writer.csv_path, writer.json_path, writer.latency_path, writer.timeline_path,
+                              writer.hdr_log_path) if f]
+    hgrm = writer.metadata.get("hgrm") or {}
+    if hgrm:
+        files.append(f"{len(hgrm)} × {writer.csv_path.parent / writer.stem}-*.hgrm (percentiles per "
+                     f"{experiment.step}, HdrHistogram's format)")
     if len(extra_files) > 3:  # say where they are rather than list a screenful
         files.append(f"{len(extra_files)} files {writer.csv_path.parent / writer.stem}-*{extra_files[0].suffix}")
     else:
@@ -244,6 +258,7 @@ class Plan(Protocol):
     live: bool  # a live progress display makes sense (steps with a known size)
     total_steps: int
     latency_file: bool  # it writes latency quantiles per step
+    timeline: TimelineSettings | None  # it writes its steps over time (-timeline.csv, --hdr-log)
     gone: TargetGone | None  # set before `conclude` when the target went away mid-run
     stopped: RunStopped | None  # ... or when a bound of the run (--max-requests, --max-duration) stopped it
 
@@ -283,6 +298,9 @@ class Plan(Protocol):
     def quantiles(self, result: Any) -> tuple[int, list[tuple[float, float]]] | None:
         """The step's latency quantiles for the -latency.csv (its level and the pairs)."""
 
+    def intervals(self, result: Any) -> tuple[str, int, list[Interval]] | None:
+        """The step over time: its tag (e.g. "level-10"), its level and its intervals."""
+
     def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
         """What to say of a finished step: a line for output that is not a terminal, and
         something to print in every case (or None)."""
@@ -296,6 +314,7 @@ class PlanDefaults:
     sidecar field besides its settings, no latency quantiles."""
 
     gone = None  # the target went away mid-run (set by the session before `conclude`)
+    timeline: TimelineSettings | None = None  # not recorded over time
     stopped = None  # a bound of the run stopped it (set by the session before `conclude`)
 
     def reach(self) -> Reach:
@@ -315,6 +334,9 @@ class PlanDefaults:
         return {}
 
     def quantiles(self, result: Any) -> tuple[int, list[tuple[float, float]]] | None:
+        return None
+
+    def intervals(self, result: Any) -> tuple[str, int, list[Interval]] | None:
         return None
 
     def scale(self) -> AbstractContextManager[Any]:
@@ -348,6 +370,9 @@ class Steps:
         quantiles = self.plan.quantiles(result)
         if quantiles is not None:
             self.writer.write_quantiles(*quantiles)
+        intervals = self.plan.intervals(result)
+        if intervals is not None:
+            self.writer.write_timeline(*intervals)
         self.results.append(result)
         self.writer.write_metadata(**{self.plan.experiment.completed_key: len(self.results)})
         line, renderable = self.plan.step_done(result, len(self.results))
@@ -385,7 +410,8 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
                                 **({"route": route.to_dict()} if route is not None else {}))
         columns = [f.name for f in fields(plan.row_type)]
         with ResultsWriter(outputs.results_dir, experiment.name, columns, metadata, datetime.now(),
-                           latency_file=plan.latency_file) as writer:
+                           latency_file=plan.latency_file, timeline_file=plan.timeline is not None,
+                           hdr_log=plan.timeline.hdr_log if plan.timeline is not None else None) as writer:
             progress = report.SweepProgress(console) if console.is_terminal and plan.live else None
             steps = Steps(plan, writer, progress, console)
             interrupted, ended = run_steps(progress, plan.run(steps, writer), plan.loop, plan.blocking)

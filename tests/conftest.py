@@ -166,7 +166,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def result_files(results_dir: Path, experiment: str) -> tuple[Path, Path, Path]:
     """The run's CSV, JSON sidecar and -latency.csv (exactly one run in the folder)."""
-    [main] = [p for p in results_dir.glob(f"{experiment}-*.csv") if not p.stem.endswith("-latency")]
+    [main] = [p for p in results_dir.glob(f"{experiment}-*.csv") if not p.stem.endswith(("-latency", "-timeline"))]
     return main, main.with_suffix(".json"), main.with_name(main.stem + "-latency.csv")
 
 

@@ -13,14 +13,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncbench"
 
 # The layers, lowest first: a module may import from its own layer or one below, never above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("asyncbench.version", "asyncbench.errors", "asyncbench.records", "asyncbench.rows", "asyncbench.redact", "asyncbench.signals", "asyncbench.options",
+    ("asyncbench.version", "asyncbench.errors", "asyncbench.records", "asyncbench.rows", "asyncbench.histogram",
+     "asyncbench.timeline", "asyncbench.redact", "asyncbench.signals", "asyncbench.options",
      "asyncbench.ratelimit", "asyncbench.resume",
      "asyncbench.limiters",
      "asyncbench.system"),
     ("asyncbench.metrics", "asyncbench.rates", "asyncbench.usl", "asyncbench.thresholds", "asyncbench.tls", "asyncbench.engines",
      "asyncbench.client", "asyncbench.server"),
     ("asyncbench.load",),
-    ("asyncbench.results", "asyncbench.report", "asyncbench.plots", "asyncbench.webreport", "asyncbench.compare"),
+    ("asyncbench.results", "asyncbench.hlog", "asyncbench.report", "asyncbench.plots", "asyncbench.webreport", "asyncbench.compare"),
     ("asyncbench.session", "asyncbench.groups"),
     ("asyncbench.experiments",),
     ("asyncbench.tools",),

@@ -21,8 +21,20 @@ from rich.text import Text
 from asyncbench import report
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents, sweet_row
-from asyncbench.experiments.sweep import LoadPlan, load_setup, usl_lines
-from asyncbench.groups import Bounds, Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
+from asyncbench.experiments.sweep import LoadPlan, load_setup, round_intervals, usl_lines
+from asyncbench.groups import (
+    Bounds,
+    Connection,
+    Cooldown,
+    Floor,
+    Outputs,
+    Request,
+    Scale,
+    Server,
+    Target,
+    Thresholds,
+    Timeline,
+)
 from asyncbench.load.spec import RequestSpec, check_target
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 from asyncbench.session import Conclusion
@@ -33,6 +45,7 @@ if TYPE_CHECKING:
     from asyncbench.load.driver import Driver
     from asyncbench.rates import RateStats
     from asyncbench.results import Run
+    from asyncbench.timeline import Interval
 
 DEFAULT_RATES = (100, 500, 1000, 2000)
 ARRIVALS = ("constant", "poisson")
@@ -65,6 +78,7 @@ class RateConfig:
     cooldown: float = 1.0
     seed: int | None = None
     driver: Driver | None = None  # where the load is made (None: in this process)
+    interval: float = 1.0  # seconds per row of the timeline
 
 
 @dataclass
@@ -75,6 +89,7 @@ class RateResult:
     stats: RateStats
     quantiles: list[tuple[float, float]]
     incomplete: list[str] = field(default_factory=list)
+    timeline: list[Interval] = field(default_factory=list)
 
 
 async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
@@ -88,7 +103,7 @@ async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
     for rate in config.rates:
         if results and config.cooldown > 0:
             await asyncio.sleep(config.cooldown)  # let the target drain what the last rate left
-        recorder = RateRecorder()
+        recorder = RateRecorder(interval=config.interval)
         failures_before = len(driver.failures)
         total = max(1, round(rate * config.duration))
         step = f"rate {rate:,g}/s"
@@ -96,7 +111,8 @@ async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
         facts = await driver.open(step, config.request, rate=rate, total=total, arrivals=config.arrivals,
                                   max_in_flight=config.max_in_flight, seed=config.seed, recorder=recorder)
         stats = summarize_rate(rate, total / rate, recorder, facts)
-        result = RateResult(stats, latency_quantiles([recorder]), driver.failures[failures_before:])
+        result = RateResult(stats, latency_quantiles([recorder]), driver.failures[failures_before:],
+                            round_intervals(rate, [recorder]))
         results.append(result)
         events.finished(result)
         await check_target(config.request, step, rate, stats)
@@ -105,7 +121,8 @@ async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
 
 
 def command(target: Target, options: RateOptions, request: Request, cooldown: Cooldown, connection: Connection,
-            bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds, server: Server) -> None:
+            bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, timeline: Timeline, thresholds: Thresholds,
+            server: Server) -> None:
     """The open model: requests sent on a schedule, whatever the server does.
 
     Latency runs from when each request was due, so a server that stalls cannot hide it by
@@ -124,14 +141,15 @@ def command(target: Target, options: RateOptions, request: Request, cooldown: Co
         if r * duration > MAX_REQUESTS:
             raise UsageError(f"invalid --rates {r}: {r:,}/s for {duration:g} s is more than {MAX_REQUESTS:,} requests")
     setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
-                       outputs=outputs, thresholds=thresholds, server=server)
+                       outputs=outputs, thresholds=thresholds, server=server, timeline=timeline)
     config = RateConfig(setup.spec, rates, duration=duration, arrivals=options.arrivals,
                         max_in_flight=options.max_in_flight, cooldown=setup.cooldown, seed=options.seed,
-                        driver=setup.driver)
+                        driver=setup.driver, interval=setup.timeline.interval)
     settings = {"rates": rates, "duration_s": duration, "arrivals": options.arrivals,
                 "max_in_flight": options.max_in_flight, "seed": options.seed, "cooldown_s": setup.cooldown}
     plan = RatePlan(setup.spec, slo_p99=options.slo_p99, min_success=setup.min_success, settings=settings,
-                    levels=rates, run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver)
+                    levels=rates, run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver,
+                    timeline=setup.timeline)
     setup.run(plan, target.url)
 
 

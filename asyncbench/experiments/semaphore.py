@@ -26,6 +26,7 @@ from asyncbench.groups import (
     Server,
     Target,
     Thresholds,
+    Timeline,
 )
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 
@@ -54,6 +55,7 @@ class SemaphoreConfig:
     requests: int = DEFAULT_REQUESTS
     rounds: int = 1
     cooldown: float = 1.0
+    interval: float = 1.0  # seconds per row of the timeline
 
 
 async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
@@ -62,12 +64,12 @@ async def run(config: SemaphoreConfig, events: StepEvents) -> list[LevelResult]:
     return await run_sweep(
         EXPERIMENT, config.request, config.limits, requests_for,
         bounded=True, rounds=config.rounds, cooldown=config.cooldown, events=events,
-        driver=config.driver,
+        driver=config.driver, interval=config.interval,
     )
 
 
 def command(target: Target, options: SemaphoreOptions, rounds: Rounds, request: Request, cooldown: Cooldown,
-            connection: Connection, bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
+            connection: Connection, bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, timeline: Timeline, thresholds: Thresholds,
             server: Server) -> None:
     """Controlled concurrency: the same load through an asyncio.Semaphore of each limit.
 
@@ -82,8 +84,8 @@ def command(target: Target, options: SemaphoreOptions, rounds: Rounds, request: 
               f"at most {requests} requests can be in flight at once", file=sys.stderr)
     n_rounds = rounds.value()
     setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
-                       outputs=outputs, thresholds=thresholds, server=server)
-    config = SemaphoreConfig(setup.spec, limits, setup.driver, requests, n_rounds, setup.cooldown)
+                       outputs=outputs, thresholds=thresholds, server=server, timeline=timeline)
+    config = SemaphoreConfig(setup.spec, limits, setup.driver, requests, n_rounds, setup.cooldown, interval=setup.timeline.interval)
     settings: dict[str, Any] = {"limits": limits, "requests": requests, "rounds": n_rounds,
                                 "cooldown_s": setup.cooldown}
     setup.sweep(EXPERIMENT, target.url, settings=settings, levels=limits, run=lambda spec, events: run(config, events))

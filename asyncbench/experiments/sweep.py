@@ -21,7 +21,7 @@ from asyncbench.errors import RunStopped
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, sweet_row
 from asyncbench.load.spec import RequestSpec, check_target
 from asyncbench.redact import redact_header, redact_url
-from asyncbench.session import Conclusion, PlanDefaults, Steps
+from asyncbench.session import Conclusion, PlanDefaults, Steps, TimelineSettings
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -30,13 +30,25 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from asyncbench.experiments.descriptor import StepEvents
-    from asyncbench.groups import Bounds, Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Thresholds
+    from asyncbench.groups import (
+        Bounds,
+        Connection,
+        Cooldown,
+        Floor,
+        Outputs,
+        Request,
+        Scale,
+        Server,
+        Thresholds,
+        Timeline,
+    )
     from asyncbench.load.driver import Driver
     from asyncbench.load.route import Reach
     from asyncbench.metrics import LevelRecorder, LevelStats, RoundFacts
     from asyncbench.results import ResultsWriter, Run
     from asyncbench.server import ServerConfig
     from asyncbench.session import Outputs as Folders
+    from asyncbench.timeline import Interval
 
 
 @dataclass
@@ -49,6 +61,7 @@ class LevelResult:
     quantiles: list[tuple[float, float]]
     rounds: list[dict[str, float]] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
+    timeline: list[Interval] = field(default_factory=list)  # its rounds over time, one after another
 
 
 async def run_sweep(
@@ -61,6 +74,7 @@ async def run_sweep(
     cooldown: float,
     events: StepEvents,
     driver: Driver,
+    interval: float = 1.0,
 ) -> list[LevelResult]:
     """Run every level (each `rounds` times), reporting each as soon as it is finished; the
     `driver` makes each round's load (in this process, or as shards elsewhere)."""
@@ -70,7 +84,7 @@ async def run_sweep(
     first = True
     for level in levels:
         total = requests_for[level]
-        recorders = [LevelRecorder() for _ in range(rounds)]
+        recorders = [LevelRecorder(interval=interval) for _ in range(rounds)]
         step = f"{experiment.step} {level:,}"
         events.started(step, total * rounds, lambda recorders=recorders: sum(driver.progress(r) for r in recorders))
         facts: list[RoundFacts] = []
@@ -90,12 +104,19 @@ async def run_sweep(
         ran = recorders[:len(facts)]
         stats = summarize(experiment.name, level, list(zip(ran, facts, strict=True)))
         result = LevelResult(stats, latency_quantiles(ran), [round_figures(r) for r in ran],
-                             driver.failures[failures_before:])
+                             driver.failures[failures_before:], round_intervals(level, ran))
         results.append(result)
         events.finished(result)
         await check_target(spec, step, level, stats)
         driver.check_budget(level)
     return results
+
+
+def round_intervals(level: int, recorders: Sequence[LevelRecorder]) -> list[Interval]:
+    """A level's rounds over time, one after another on the level's own clock."""
+    from asyncbench.timeline import level_intervals
+
+    return level_intervals(level, [(r.timeline, r.last_done if r.count else 0.0) for r in recorders])
 
 
 def round_figures(rec: LevelRecorder) -> dict[str, float]:
@@ -122,6 +143,7 @@ class LoadSetup:
     server: ServerConfig
     outputs: Folders
     fail_if: list[str]
+    timeline: TimelineSettings
 
     def run(self, plan: Any, url: str | None) -> None:
         """The one run flow (session.run) for `plan`, against `url` or the embedded server."""
@@ -133,11 +155,12 @@ class LoadSetup:
               run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]]) -> None:
         """Run a sweep of `levels` (trap, semaphore): its plan, through the one run flow."""
         self.run(LoadPlan(experiment, self.spec, min_success=self.min_success, settings=settings, levels=levels,
-                          run=run, loop=self.loop, driver=self.driver), url)
+                          run=run, loop=self.loop, driver=self.driver, timeline=self.timeline), url)
 
 
 def load_setup(*, request: Request, cooldown: Cooldown, connection: Connection, bounds: Bounds, scale: Scale,
-               floor: Floor, outputs: Outputs, thresholds: Thresholds, server: Server) -> LoadSetup:
+               floor: Floor, outputs: Outputs, thresholds: Thresholds, server: Server,
+               timeline: Timeline | None = None) -> LoadSetup:
     """Validate the option groups every load experiment takes, in the order they were always
     checked (the first bad value is the one named)."""
     pause = cooldown.value()
@@ -146,8 +169,9 @@ def load_setup(*, request: Request, cooldown: Cooldown, connection: Connection, 
     loop = connection.apply(spec)
     budget = bounds.budget()
     config = server.config()
+    over_time = timeline.settings() if timeline is not None else TimelineSettings()
     return LoadSetup(spec=spec, loop=loop, driver=scale.driver(loop, budget), min_success=min_success, cooldown=pause,
-                     server=config, outputs=outputs.outputs(), fail_if=thresholds.expressions())
+                     server=config, outputs=outputs.outputs(), fail_if=thresholds.expressions(), timeline=over_time)
 
 
 # --- the plan of a load sweep --------------------------------------------------------------
@@ -162,8 +186,9 @@ class LoadPlan(PlanDefaults):
 
     def __init__(self, experiment: Experiment, spec: RequestSpec, *, min_success: float, settings: dict[str, Any],
                  levels: list[int], run: Callable[[RequestSpec, Steps], Coroutine[Any, Any, Any]], loop: str,
-                 driver: Driver) -> None:
+                 driver: Driver, timeline: TimelineSettings | None = None) -> None:
         self.driver = driver
+        self.timeline = timeline
         self.experiment = experiment
         self.spec = spec
         self.min_success = min_success
@@ -240,6 +265,12 @@ class LoadPlan(PlanDefaults):
 
     def quantiles(self, result: LevelResult) -> tuple[int, list[tuple[float, float]]]:
         return result.stats.level, result.quantiles
+
+    def intervals(self, result: Any) -> tuple[str, int, list[Interval]] | None:
+        timeline = getattr(result, "timeline", None)
+        if self.timeline is None or timeline is None:
+            return None
+        return f"{self.experiment.step}-{result.stats.level}", result.stats.level, timeline
 
     def step_done(self, result: LevelResult, done: int) -> tuple[str | None, RenderableType | None]:
         step = self.experiment.step

@@ -26,6 +26,7 @@ from asyncbench.groups import (
     Server,
     Target,
     Thresholds,
+    Timeline,
 )
 from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
 
@@ -54,6 +55,7 @@ class TrapConfig:
     requests_per_level: int | None = None  # None: the level itself, one burst
     rounds: int = 1
     cooldown: float = 1.0
+    interval: float = 1.0  # seconds per row of the timeline
 
 
 async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
@@ -62,12 +64,12 @@ async def run(config: TrapConfig, events: StepEvents) -> list[LevelResult]:
     return await run_sweep(
         EXPERIMENT, config.request, config.levels, requests_for,
         bounded=False, rounds=config.rounds, cooldown=config.cooldown, events=events,
-        driver=config.driver,
+        driver=config.driver, interval=config.interval,
     )
 
 
 def command(target: Target, options: TrapOptions, rounds: Rounds, request: Request, cooldown: Cooldown,
-            connection: Connection, bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, thresholds: Thresholds,
+            connection: Connection, bounds: Bounds, scale: Scale, floor: Floor, outputs: Outputs, timeline: Timeline, thresholds: Thresholds,
             server: Server) -> None:
     """The concurrency trap: at each level, that many simultaneous requests with no limit.
 
@@ -83,8 +85,8 @@ def command(target: Target, options: TrapOptions, rounds: Rounds, request: Reque
                              f"{levels[-1]} requests to have them all in flight at once")
     n_rounds = rounds.value()
     setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
-                       outputs=outputs, thresholds=thresholds, server=server)
-    config = TrapConfig(setup.spec, levels, setup.driver, per_level, n_rounds, setup.cooldown)
+                       outputs=outputs, thresholds=thresholds, server=server, timeline=timeline)
+    config = TrapConfig(setup.spec, levels, setup.driver, per_level, n_rounds, setup.cooldown, interval=setup.timeline.interval)
     settings: dict[str, Any] = {"levels": levels, "requests_per_level": per_level, "rounds": n_rounds,
                                 "cooldown_s": setup.cooldown}
     setup.sweep(EXPERIMENT, target.url, settings=settings, levels=levels, run=lambda spec, events: run(config, events))

@@ -18,7 +18,7 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from asyncbench.errors import UsageError
@@ -252,6 +252,7 @@ class ShardedDriver(Driver):
 
     async def _round(self, step: str, jobs: list[ShardJob], recorder: LevelRecorder) -> RoundFacts:
         assert self._backend is not None
+        jobs = [replace(job, interval=recorder.timeline.interval) for job in jobs]
         live = self._live.setdefault(id(recorder), {})
         stop = threading.Event()
         coordinator = _Coordinator(self._backend, jobs, live, stop)

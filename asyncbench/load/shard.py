@@ -35,6 +35,7 @@ class ShardJob:
     max_in_flight: int = 10_000
     seed: int | None = None
     duration: float | None = None  # closed: no new request after this many seconds
+    interval: float = 1.0  # the timeline's, so that the shards' intervals merge
 
     @property
     def planned(self) -> int:

@@ -36,7 +36,8 @@ def run_job(job: ShardJob, channel: Channel) -> dict[str, Any]:
     from asyncbench.metrics import LevelRecorder
     from asyncbench.rates import RateRecorder
 
-    recorder = RateRecorder() if job.kind == "open" else LevelRecorder()
+    recorder = (RateRecorder(interval=job.interval) if job.kind == "open"
+                else LevelRecorder(interval=job.interval))
     start_at = channel.ready(job.index)
     if start_at is None:
         return {"status": "stopped", "reason": "stopped before it started"}
