@@ -205,6 +205,44 @@ def distribution_chart(run: Run, out_dir: Path, step: str = "level") -> Path | N
     return _save(fig, out_dir, f"{run.stem}-distribution")
 
 
+def timeline_chart(run: Run, out_dir: Path, step: str = "level") -> Path | None:
+    """Throughput and goodput, and the successes' p99, over time (from the -timeline.csv), the
+    levels one after another and marked; None without a timeline."""
+    frame = run.timeline
+    if frame is None or frame.empty:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 5.5), height_ratios=(3, 2))
+    offset = 0.0
+    levels = list(dict.fromkeys(frame["level"].tolist()))  # in the order they ran
+    for i, level in enumerate(levels):
+        part = frame[frame["level"] == level]
+        t = part["t_s"].to_numpy(dtype=float) + offset
+        color = CYCLE[i % len(CYCLE)]
+        top.plot(t, part["throughput_rps"], color=color, linewidth=1.2,
+                 label="throughput" if i == 0 else None)
+        top.plot(t, part["goodput_rps"], color=color, linewidth=1.2, linestyle="--",
+                 label="goodput" if i == 0 else None)
+        ok = part["successes"] > 0
+        bottom.plot(t[ok.to_numpy()], part.loc[ok, "ok_latency_p99_s"] * 1000, color=color, marker=".",
+                    linewidth=1.0)
+        if i:
+            for ax in (top, bottom):
+                ax.axvline(offset, color="0.7", linewidth=0.8)
+        top.annotate(f"{step} {int(level):,}", (offset, 1.0), xycoords=("data", "axes fraction"),
+                     xytext=(3, -3), textcoords="offset points", va="top", fontsize=7, color=color)
+        offset = float(t[-1]) if len(t) else offset
+    top.set_ylabel("requests/s")
+    top.yaxis.set_major_formatter(FuncFormatter(_thousands))
+    top.set_ylim(bottom=0)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    bottom.set_ylabel("ok p99 (ms)")
+    bottom.set_xlabel(f"seconds (the {step}s one after another)")
+    if (frame["successes"] > 0).any():
+        log_y(bottom)
+    title(fig, "Over time", run)
+    return _save(fig, out_dir, f"{run.stem}-timeline")
+
+
 def comparison_chart(trap: Run, sem: Run, out_dir: Path, name: str) -> Path:
     """Lab 2.2 vs Lab 2.3: goodput, success rate and latency, unbounded vs semaphore."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))

@@ -336,6 +336,25 @@ class Run:
         frame = self.frame.astype(object).where(self.frame.notna(), "")
         return [SimpleNamespace(**row) for row in frame.to_dict("records")]
 
+    @property
+    def timeline(self) -> Any | None:
+        """Its -timeline.csv as a frame (None without one, or one that is not ours)."""
+        import pandas as pd
+
+        from asyncbench.timeline import COLUMNS
+
+        path = self.csv_path.with_name(self.stem + "-timeline.csv")
+        if not path.exists():
+            return None
+        try:
+            check_readable_file(path, MAX_RESULT_BYTES)
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError):
+            return None
+        if not set(COLUMNS) <= set(frame.columns):
+            return None
+        return frame
+
     def setting(self, name: str, default: Any) -> Any:
         """A setting of the run, from its sidecar's config."""
         config = self.meta.get("config")

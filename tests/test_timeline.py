@@ -105,3 +105,16 @@ def test_bad_values_are_named_and_nothing_is_sent(tmp_path, args, code, named):
     assert named in proc.stderr and "Traceback" not in proc.stderr
     assert "pre-flight" not in proc.stderr
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
+
+
+def test_the_timeline_chart_in_the_run_in_plot_and_in_the_report(tmp_path):
+    proc = run_cli("rate", "--rates", "50,150", "--duration", "1", "--interval", "0.25", "--results-dir",
+                   str(tmp_path / "r"), "--plots-dir", str(tmp_path / "p"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "p").glob("rate-*-timeline.png"))) == 1
+    again = run_cli("plot", str(tmp_path / "r"), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "again").glob("rate-*-timeline.png"))) == 1
+    page = run_cli("report", str(tmp_path / "r"), "-o", str(tmp_path / "page.html"))
+    assert page.returncode == 0, page.stderr
+    assert "alt='timeline chart'" in (tmp_path / "page.html").read_text()

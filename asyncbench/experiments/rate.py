@@ -332,8 +332,8 @@ def rate_charts(run: Run, out_dir: Path) -> list[Path]:
     from asyncbench import plots
 
     paths = [rate_latency_chart(run, out_dir), rate_achieved_chart(run, out_dir)]
-    dist = plots.distribution_chart(run, out_dir, "rate")
-    return paths + ([dist] if dist else [])
+    extra = [plots.distribution_chart(run, out_dir, "rate"), plots.timeline_chart(run, out_dir, "rate")]
+    return paths + [p for p in extra if p is not None]
 
 
 def _charts(run: Run, out_dir: Path, min_success: float | None) -> list[Path]:

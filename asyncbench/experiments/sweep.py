@@ -670,8 +670,8 @@ def load_charts(run: Run, out_dir: Path, min_success: float | None, axis_label: 
         float(setting) if isinstance(setting, (int, float)) and 0 <= setting <= 1 else 0.99)
     paths = [throughput_chart(run, out_dir, axis_label), latency_chart(run, out_dir, axis_label, queue_wait),
              success_chart(run, out_dir, floor, axis_label)]
-    dist = plots.distribution_chart(run, out_dir, step)
-    return paths + ([dist] if dist else [])
+    extra = [plots.distribution_chart(run, out_dir, step), plots.timeline_chart(run, out_dir, step)]
+    return paths + [p for p in extra if p is not None]
 
 
 # --- its descriptor --------------------------------------------------------------------------
