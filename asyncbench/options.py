@@ -201,3 +201,30 @@ def parse_capacity_schedule(option: str, text: str) -> tuple[tuple[float, int], 
                              f"{_show(entries[-1][0])})")
         entries.append((seconds, capacity))
     return tuple(entries)
+
+
+def parse_stages(option: str, text: str, maximum: float) -> list[tuple[float, float]]:
+    """'10s:100,30s:1000,10s:0' → [(10.0, 100.0), (30.0, 1000.0), (10.0, 0.0)]: each stage's
+    duration (Go's form: 10s, 1m30s, 500ms; a bare number is seconds) and its target, at most
+    `maximum`. The stages must last longer than nothing in all."""
+    from asyncbench.ratelimit import parse_go_duration
+
+    stages: list[tuple[float, float]] = []
+    for item in text.split(","):
+        duration_text, sep, target_text = item.strip().partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            duration = float(duration_text) if re.fullmatch(r"[0-9.]+", duration_text.strip()) else (
+                parse_go_duration(duration_text))
+            target = float(target_text)
+        except ValueError:
+            raise UsageError(f"invalid {option} stage {item.strip()!r}: expected DURATION:TARGET, e.g. 30s:100") from None
+        if not math.isfinite(duration) or duration < 0 or duration > 24 * 3600:
+            raise UsageError(f"invalid {option} stage {item.strip()!r}: a duration from 0 to 24h")
+        if not math.isfinite(target) or target < 0 or target > maximum:
+            raise UsageError(f"invalid {option} stage {item.strip()!r}: a target from 0 to {maximum:,.0f}")
+        stages.append((duration, target))
+    if sum(d for d, _ in stages) <= 0:
+        raise UsageError(f"invalid {option} {text!r}: the stages last no time in all")
+    return stages

@@ -212,11 +212,12 @@ def timeline_chart(run: Run, out_dir: Path, step: str = "level") -> Path | None:
     if frame is None or frame.empty:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 5.5), height_ratios=(3, 2))
+    one_clock = bool(run.setting("stages", None))  # a ramp's stages are already on one clock
     offset = 0.0
     levels = list(dict.fromkeys(frame["level"].tolist()))  # in the order they ran
     for i, level in enumerate(levels):
         part = frame[frame["level"] == level]
-        t = part["t_s"].to_numpy(dtype=float) + offset
+        t = part["t_s"].to_numpy(dtype=float) + (0.0 if one_clock else offset)
         color = CYCLE[i % len(CYCLE)]
         top.plot(t, part["throughput_rps"], color=color, linewidth=1.2,
                  label="throughput" if i == 0 else None)
@@ -225,10 +226,11 @@ def timeline_chart(run: Run, out_dir: Path, step: str = "level") -> Path | None:
         ok = part["successes"] > 0
         bottom.plot(t[ok.to_numpy()], part.loc[ok, "ok_latency_p99_s"] * 1000, color=color, marker=".",
                     linewidth=1.0)
+        begin = offset  # where the last level (or stage) ended
         if i:
             for ax in (top, bottom):
-                ax.axvline(offset, color="0.7", linewidth=0.8)
-        top.annotate(f"{step} {int(level):,}", (offset, 1.0), xycoords=("data", "axes fraction"),
+                ax.axvline(begin, color="0.7", linewidth=0.8)
+        top.annotate(f"{'→ ' if one_clock else step + ' '}{int(level):,}", (begin, 1.0), xycoords=("data", "axes fraction"),
                      xytext=(3, -3), textcoords="offset points", va="top", fontsize=7, color=color)
         offset = float(t[-1]) if len(t) else offset
     top.set_ylabel("requests/s")
@@ -236,7 +238,7 @@ def timeline_chart(run: Run, out_dir: Path, step: str = "level") -> Path | None:
     top.set_ylim(bottom=0)
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     bottom.set_ylabel("ok p99 (ms)")
-    bottom.set_xlabel(f"seconds (the {step}s one after another)")
+    bottom.set_xlabel("seconds (the ramp's clock)" if one_clock else f"seconds (the {step}s one after another)")
     if (frame["successes"] > 0).any():
         log_y(bottom)
     title(fig, "Over time", run)

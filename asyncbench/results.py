@@ -25,6 +25,7 @@ from asyncbench.redact import redact_argv, redact_known, redact_text, redact_url
 from asyncbench.version import __version__
 
 if TYPE_CHECKING:
+    from asyncbench.histogram import LatencyHistogram
     from asyncbench.hlog import HdrLog
     from asyncbench.timeline import Interval
 
@@ -124,6 +125,7 @@ class ResultsWriter:
         self._timeline_file: WholeLines | None = None
         self._hdr_log: HdrLog | None = None
         self.hdr_log_path = hdr_log
+        self._hgrm: list[tuple[str, LatencyHistogram]] = []  # written by write_hgrm()
         self.results_dir = results_dir
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +210,7 @@ class ResultsWriter:
 
     def write_timeline(self, tag: str, level: int, intervals: Sequence[Interval]) -> None:
         """A finished level over time: its rows of the -timeline.csv, its intervals in the
-        --hdr-log, and its .hgrm percentile distribution (named in the sidecar)."""
+        --hdr-log, and its .hgrm percentile distribution (named in the sidecar by `tag`)."""
         from asyncbench.timeline import COLUMNS
 
         if self._timeline_file is None or not intervals:
@@ -218,25 +220,31 @@ class ResultsWriter:
                                               for row in (i.row() for i in intervals)))
             if self._hdr_log is not None:
                 self._hdr_log.write_level(tag, list(intervals))
-        self._write_hgrm(tag, level, intervals)
-
-    def _write_hgrm(self, tag: str, level: int, intervals: Sequence[Interval]) -> None:
         from asyncbench.histogram import LatencyHistogram
-        from asyncbench.hlog import percentile_distribution
 
         ok = LatencyHistogram()
         for interval in intervals:
             ok.merge(interval.ok)
-        if not ok.count:
-            return
-        path = self.results_dir / f"{self.stem}-{tag}.hgrm"
-        try:
-            path.write_text(percentile_distribution(ok), encoding="ascii")
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if ok.count:
+            self._hgrm.append((tag, ok))
+
+    def write_hgrm(self) -> None:
+        """Each level's .hgrm percentile distribution, named in the sidecar: at the end of the
+        run (also an interrupted one), as HdrHistogram's percentile walk is slow enough to
+        disturb a schedule that is still running."""
+        from asyncbench.hlog import percentile_distribution
+
         hgrm = dict(self.metadata.get("hgrm") or {})
-        hgrm[str(level)] = path.name
-        self.write_metadata(hgrm=hgrm)
+        for tag, ok in self._hgrm:
+            path = self.results_dir / f"{self.stem}-{tag}.hgrm"
+            try:
+                path.write_text(percentile_distribution(ok), encoding="ascii")
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+            hgrm[tag] = path.name
+        self._hgrm.clear()
+        if hgrm:
+            self.write_metadata(hgrm=hgrm)
 
     def write_metadata(self, **updates: Any) -> None:
         """Merge `updates` into the sidecar and rewrite it atomically (never half-written)."""
@@ -275,6 +283,12 @@ class ResultsWriter:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self._hard_exit.__exit__(None, None, None)
         try:
+            if self._hgrm:
+                try:
+                    self.write_hgrm()
+                except OutputError:
+                    if exc is None:
+                        raise
             if exc is not None and self.metadata.get("status") == "running":
                 self._release()  # a full disk: the room set aside is for this
                 now = datetime.now().isoformat(timespec="seconds")

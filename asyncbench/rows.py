@@ -75,3 +75,13 @@ class RateStats(LevelStats):
     service_p50_s: float  # from the actual send: what a closed loop would have measured
     service_p99_s: float
     in_flight_max: int
+
+
+@dataclass
+class StageStats(RateStats):
+    """One row of `rate --stages`: the `rate` columns (`level` is the stage's target rate,
+    `offered_rps` its mean), then where it is in the ramp."""
+
+    stage: int  # from 1
+    stage_from_rps: float  # the rate it ramps from
+    stage_duration_s: float

@@ -105,9 +105,10 @@ class Timeline:
         for k, (buckets, counts) in other._ok.items():
             self._add_ok(k, buckets, counts)
 
-    def intervals(self, level: int, end_s: float, offset_s: float = 0.0) -> list[Interval]:
-        """Every interval from the origin to `end_s` (the round's last answer), empty ones too: a
-        stall shows as intervals with nothing done. The last is as long as the round lasted in it."""
+    def intervals(self, level: int, end_s: float, offset_s: float = 0.0, start_s: float = 0.0) -> list[Interval]:
+        """Every interval from `start_s` (the origin, or a stage's start) to `end_s` (the round's
+        last answer), empty ones too: a stall shows as intervals with nothing done. The last is as
+        long as the round lasted in it."""
         self.flush()
         keys = set(self._sent) | set(self._failures) | set(self._ok)
         if not keys:
@@ -115,7 +116,8 @@ class Timeline:
         last = max(max(keys), max(0, math.ceil(end_s / self.interval) - 1))
         out: list[Interval] = []
         sent_total = done_total = 0
-        for k in range(last + 1):
+        first = min(min(keys), int(start_s // self.interval))
+        for k in range(first, last + 1):
             start = k * self.interval
             length = min(self.interval, max(end_s, start) - start) if k == last else self.interval
             buckets, counts = self._ok.get(k, (np.zeros(0, np.int32), np.zeros(0, np.int64)))

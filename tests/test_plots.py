@@ -168,7 +168,7 @@ def test_experiments_render_their_charts_unless_no_plot(tmp_path):
                   "--plots-dir", str(tmp_path / "p"))
     assert out.returncode == 0, out.stderr
     charts = sorted((tmp_path / "p").glob("*.png"))
-    assert len(charts) == 4
+    assert len(charts) == 5  # throughput, latency, success, distribution, timeline
     for chart in charts:
         assert_png(chart)
         assert chart.name in out.stdout

@@ -86,7 +86,9 @@ def test_the_hdr_log_reads_back_with_the_hdrhistogram_package(tmp_path):
         assert hist.get_value_at_percentile(99) / 1e6 == pytest.approx(float(row["ok_latency_p99_s"]), rel=0.01)
         assert hist.get_value_at_percentile(50) / 1e6 == pytest.approx(float(row["ok_latency_p50_s"]), rel=0.01)
     # And each level's percentile distribution, as HdrHistogram prints it, named in the sidecar.
-    for level, name in meta["hgrm"].items():
+    assert set(meta["hgrm"]) == {"level-5", "level-20"}
+    for tag, name in meta["hgrm"].items():
+        level = tag.removeprefix("level-")
         text = (tmp_path / "r" / name).read_text()
         assert text.split()[:4] == ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
         [row] = [r for r in rows if r["level"] == level]
@@ -118,3 +120,38 @@ def test_the_timeline_chart_in_the_run_in_plot_and_in_the_report(tmp_path):
     page = run_cli("report", str(tmp_path / "r"), "-o", str(tmp_path / "page.html"))
     assert page.returncode == 0, page.stderr
     assert "alt='timeline chart'" in (tmp_path / "page.html").read_text()
+
+
+def test_rate_stages_ramp_the_offered_rate_one_row_a_stage(tmp_path):
+    # 200/s ramped to 800/s over 4 s, then held 1 s: each 0.5 s interval's sends (by when they
+    # were due) follow the ramp's integral, whatever the machine's speed.
+    proc = run_cli("rate", "--stages", "4s:800,1s:800", "--start-rate", "200", "--interval", "0.5", "--no-plot",
+                   "--results-dir", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    rows, timeline, meta = _timeline(tmp_path / "r", "rate")
+    assert [(r["stage"], r["level"], float(r["stage_from_rps"])) for r in rows] == [("1", "800", 200.0),
+                                                                                   ("2", "800", 800.0)]
+    assert [int(r["requests"]) + int(r["dropped"]) for r in rows] == [2000, 800]
+    for column in ("successes", "failures", "sent"):  # both stages aim at 800: their sums together
+        assert sum(int(t[column]) for t in timeline) == sum(int(r[column if column != "sent" else "requests"])
+                                                            for r in rows)
+
+    def due(x: float) -> float:
+        return 200 * x + 150 / 2 * x * x  # the integral of the ramp, 200 + 150 t
+
+    ramp = [t for t in timeline if float(t["t_s"]) in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)]
+    assert len(ramp) == 8
+    for t in ramp:
+        end = float(t["t_s"])
+        expected = due(end) - due(end - 0.5)
+        assert int(t["sent"]) == pytest.approx(expected, rel=0.05), (end, t["sent"], expected)
+    assert set(meta["hgrm"]) == {"stage-1", "stage-2"}
+
+
+@pytest.mark.parametrize(("stages", "named"), [
+    ("10s", "'10s'"), ("10x:5", "'10x:5'"), ("10s:-1", "'10s:-1'"), ("0s:10", "no time"),
+])
+def test_bad_stages_exit_2_naming_them(tmp_path, stages, named):
+    proc = run_cli("rate", "--stages", stages, "--no-plot", "--results-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stderr
+    assert named in proc.stderr and "Traceback" not in proc.stderr

@@ -36,13 +36,15 @@ from asyncbench.groups import (
     Timeline,
 )
 from asyncbench.load.spec import RequestSpec, check_target
-from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list
+from asyncbench.options import MAX_REQUESTS, check_range, parse_int_list, parse_stages
 from asyncbench.session import Conclusion
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from asyncbench.load.driver import Driver
+    from asyncbench.load.ramp import Stage
+    from asyncbench.metrics import RoundFacts
     from asyncbench.rates import RateStats
     from asyncbench.results import Run
     from asyncbench.timeline import Interval
@@ -66,6 +68,12 @@ class RateOptions:
         "--slo-p99", help="p99 objective, seconds: the sweet spot must meet it too.", show_default=False)] = None
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Seed of the Poisson arrivals (reproducible schedules).", show_default=False)] = None
+    stages: Annotated[str | None, typer.Option(
+        "--stages", metavar="'DUR:RATE,...'", help="Ramp instead of --rates/--duration: the offered rate moves "
+        "linearly from each stage's start to its RATE over DUR (10s, 1m30s), the first from --start-rate; one engine "
+        "throughout, one row per stage.", show_default=False)] = None
+    start_rate: Annotated[float, typer.Option(
+        "--start-rate", help="Where the first of --stages starts, requests per second.")] = 0.0
 
 
 @dataclass
@@ -79,6 +87,7 @@ class RateConfig:
     seed: int | None = None
     driver: Driver | None = None  # where the load is made (None: in this process)
     interval: float = 1.0  # seconds per row of the timeline
+    stages: list[Stage] = field(default_factory=list)  # a ramp instead of the rates
 
 
 @dataclass
@@ -92,8 +101,45 @@ class RateResult:
     timeline: list[Interval] = field(default_factory=list)
 
 
+async def run_stages(config: RateConfig, events: StepEvents) -> list[RateResult]:
+    """The ramp's stages, on one engine, each reported once it is over and its requests ended."""
+    from asyncbench.load.driver import Driver
+    from asyncbench.metrics import latency_quantiles
+    from asyncbench.rates import RateRecorder, summarize_rate
+    from asyncbench.rows import StageStats
+
+    driver = config.driver or Driver()
+    recorders = [RateRecorder(interval=config.interval) for _ in config.stages]
+    results: list[RateResult] = []
+    total = sum(s.total for s in config.stages)
+    events.started(f"{len(config.stages)} stages", total, lambda: sum(r.done for r in recorders))
+
+    def on_stage(i: int, facts: RoundFacts) -> None:
+        stage, recorder = config.stages[i], recorders[i]
+        mean = (stage.start + stage.target) / 2
+        row = summarize_rate(mean, stage.duration_s, recorder, facts)
+        stats = StageStats(**{**vars(row), "level": round(stage.target)}, stage=i + 1, stage_from_rps=stage.start,
+                           stage_duration_s=stage.duration_s)
+        begin = sum(s.duration_s for s in config.stages[:i])
+        result = RateResult(stats, latency_quantiles([recorder]), [],
+                            recorder.timeline.intervals(stats.level, max(recorder.last_done, begin + stage.duration_s)
+                                                        if recorder.count else begin + stage.duration_s,
+                                                        start_s=begin))
+        results.append(result)
+        events.finished(result)
+
+    await driver.stages("stages", config.request, config.stages, recorders, max_in_flight=config.max_in_flight,
+                        on_stage=on_stage)
+    if results:
+        await check_target(config.request, f"stage {len(results)}", results[-1].stats.level, results[-1].stats)
+        driver.check_budget(results[-1].stats.level)
+    return results
+
+
 async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
     """Every offered rate in turn, each reported as soon as it is finished."""
+    if config.stages:
+        return await run_stages(config, events)
     from asyncbench.load.driver import Driver
     from asyncbench.metrics import latency_quantiles
     from asyncbench.rates import RateRecorder, summarize_rate
@@ -129,6 +175,18 @@ def command(target: Target, options: RateOptions, request: Request, cooldown: Co
     slowing the sending down (coordinated omission); the time from the actual send is kept as
     the service time.
     """
+    stages = None
+    if options.stages is not None:
+        from asyncbench.load.ramp import stages_from
+
+        if scale.processes != 1 or scale.cluster is not None:
+            raise UsageError("--stages runs in one process: one schedule whose rate moves; drop --processes/--cluster")
+        check_range("--start-rate", options.start_rate, 0, 1_000_000)
+        stages = stages_from(parse_stages("--stages", options.stages, 1_000_000), options.start_rate)
+        if sum(s.total for s in stages) > MAX_REQUESTS:
+            raise UsageError(f"invalid --stages {options.stages!r}: more than {MAX_REQUESTS:,} requests")
+        if sum(s.total for s in stages) == 0:
+            raise UsageError(f"invalid --stages {options.stages!r}: it offers no request at all")
     rates = parse_int_list("--rates", options.rates, maximum=1_000_000)
     duration = options.duration
     check_range("--duration", duration, 0, 3600, low_inclusive=False)
@@ -144,11 +202,13 @@ def command(target: Target, options: RateOptions, request: Request, cooldown: Co
                        outputs=outputs, thresholds=thresholds, server=server, timeline=timeline)
     config = RateConfig(setup.spec, rates, duration=duration, arrivals=options.arrivals,
                         max_in_flight=options.max_in_flight, cooldown=setup.cooldown, seed=options.seed,
-                        driver=setup.driver, interval=setup.timeline.interval)
-    settings = {"rates": rates, "duration_s": duration, "arrivals": options.arrivals,
+                        driver=setup.driver, interval=setup.timeline.interval, stages=stages or [])
+    settings = {"stages": options.stages, "start_rate": options.start_rate if stages else None,
+                "rates": None if stages else rates, "duration_s": None if stages else duration, "arrivals": options.arrivals,
                 "max_in_flight": options.max_in_flight, "seed": options.seed, "cooldown_s": setup.cooldown}
     plan = RatePlan(setup.spec, slo_p99=options.slo_p99, min_success=setup.min_success, settings=settings,
-                    levels=rates, run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver,
+                    levels=[round(s.target) for s in stages] if stages else rates,
+                    run=lambda spec, events: run(config, events), loop=setup.loop, driver=setup.driver,
                     timeline=setup.timeline)
     setup.run(plan, target.url)
 
@@ -179,8 +239,9 @@ class RatePlan(LoadPlan):
     @property
     def row_type(self) -> type:
         from asyncbench.rates import RateStats
+        from asyncbench.rows import StageStats
 
-        return RateStats
+        return StageStats if self.settings.get("stages") else RateStats
 
     def step_done(self, result: Any, done: int) -> tuple[str | None, RenderableType | None]:
         return f"{rate_line(result.stats)} ({done} of {self.total_steps} rates)", None

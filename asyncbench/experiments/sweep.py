@@ -270,7 +270,9 @@ class LoadPlan(PlanDefaults):
         timeline = getattr(result, "timeline", None)
         if self.timeline is None or timeline is None:
             return None
-        return f"{self.experiment.step}-{result.stats.level}", result.stats.level, timeline
+        stage = getattr(result.stats, "stage", 0)  # stages may share a target: named by their number
+        tag = f"stage-{stage}" if stage else f"{self.experiment.step}-{result.stats.level}"
+        return tag, result.stats.level, timeline
 
     def step_done(self, result: LevelResult, done: int) -> tuple[str | None, RenderableType | None]:
         step = self.experiment.step

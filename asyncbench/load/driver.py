@@ -28,9 +28,10 @@ from asyncbench.metrics import LevelRecorder, RoundFacts
 from asyncbench.tls import TlsFacts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from asyncbench.load.adaptive import AdaptRecorder, Interval
+    from asyncbench.load.ramp import Stage
     from asyncbench.load.spec import RequestSpec
     from asyncbench.rates import RateRecorder
 
@@ -171,6 +172,24 @@ class Driver:
             self.budget.cut = (step, self.budget.reason())
         self._tally(recorder)
         return facts
+
+    async def stages(self, step: str, spec: RequestSpec, stages: Sequence[Stage], recorders: Sequence[RateRecorder], *,
+                     max_in_flight: int, on_stage: Callable[[int, RoundFacts], None]) -> None:
+        """The stages of a ramp on one engine, each to `on_stage` as it is over — within the
+        run's budget (always in this process: one schedule whose rate moves is one client's)."""
+        from asyncbench.load.ramp import offer_stages
+
+        planned = sum(s.total for s in stages)
+        duration = sum(s.duration_s for s in stages)
+        allowed, seconds = self.budget.allow(step, planned, spec.retries, duration)
+        await offer_stages(spec, stages, recorders, max_in_flight=max_in_flight, on_stage=on_stage,
+                           max_requests=allowed if allowed < planned else None,
+                           max_seconds=seconds if seconds is not None and seconds < duration else None)
+        for recorder in recorders:
+            self.budget.spent += recorder.attempts
+            self._tally(recorder)
+        if sum(r.done for r in recorders) < planned and self.budget.bounded:
+            self.budget.cut = (step, self.budget.reason())
 
     def _spent(self, step: str, recorder: LevelRecorder, planned: int) -> None:
         self.budget.spend(step, recorder.attempts, planned, recorder.done)
