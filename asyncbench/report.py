@@ -235,9 +235,11 @@ class SweepProgress(Progress):
     whole, and a task that rich has already dropped (at stop) is skipped, not looked up.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, step: str = "level") -> None:
         # Set before Progress.__init__, which already calls get_renderables() (rich 13.9+).
         self._step: tuple[TaskID, Callable[[], int], Callable[[], str] | None] | None = None
+        self._word = step
+        self._rows: list[tuple[str, ...]] = []  # the finished steps, shown above the bar
         columns = (TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), RateColumn(),
                    TextColumn("ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[note]}"))
         super().__init__(
@@ -256,6 +258,21 @@ class SweepProgress(Progress):
             self.reset(task_id, total=total, completed=0, description=description, unit=unit, note="")
         self._step = (task_id, done, note)
 
+    def add_result(self, row: Any) -> None:
+        """A finished step of a load run (a row with the load columns), shown as a row of a
+        table above the bar while the run goes on: results as they come."""
+        cells = (f"{row.level:,}", f"{row.requests:,}", fmt_pct(row.success_rate), fmt_rate(row.goodput_rps),
+                 fmt_ms(row.ok_latency_p50_s), fmt_ms(row.ok_latency_p99_s))
+        self._rows = [*self._rows, cells]  # swapped whole: rich renders from its own thread
+
+    def _table(self) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+        for header in (self._word, "requests", "ok\n%", "goodput\nreq/s", "ok p50\nms", "ok p99\nms"):
+            table.add_column(header, justify="right", no_wrap=True)
+        for cells in self._rows[-10:]:  # the last ten: a long sweep must not push the bar away
+            table.add_row(*cells)
+        return table
+
     def get_renderables(self):  # type: ignore[override]
         step = self._step
         if step is not None:
@@ -263,6 +280,8 @@ class SweepProgress(Progress):
                 if step[0] in self._tasks:
                     fields = {"note": step[2]()} if step[2] is not None else {}
                     self.update(step[0], completed=step[1](), **fields)
+        if self._rows:
+            yield self._table()
         yield from super().get_renderables()
 
 

@@ -376,6 +376,9 @@ class Steps:
         self.results.append(result)
         self.writer.write_metadata(**{self.plan.experiment.completed_key: len(self.results)})
         line, renderable = self.plan.step_done(result, len(self.results))
+        stats = getattr(result, "stats", None)
+        if self.progress is not None and hasattr(stats, "ok_latency_p99_s"):
+            self.progress.add_result(stats)
         if renderable is not None:
             self.console.print(renderable)
         if self.progress is None and line is not None:
@@ -412,7 +415,7 @@ def run(plan: Plan, url: str | None, server: ServerConfig, outputs: Outputs, fai
         with ResultsWriter(outputs.results_dir, experiment.name, columns, metadata, datetime.now(),
                            latency_file=plan.latency_file, timeline_file=plan.timeline is not None,
                            hdr_log=plan.timeline.hdr_log if plan.timeline is not None else None) as writer:
-            progress = report.SweepProgress(console) if console.is_terminal and plan.live else None
+            progress = report.SweepProgress(console, experiment.step) if console.is_terminal and plan.live else None
             steps = Steps(plan, writer, progress, console)
             interrupted, ended = run_steps(progress, plan.run(steps, writer), plan.loop, plan.blocking)
             gone = plan.gone = ended if isinstance(ended, TargetGone) else None

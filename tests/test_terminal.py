@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 
 import pytest
@@ -52,6 +53,17 @@ def test_ctrl_c_in_a_terminal_reaches_every_process_and_ends_in_one_message(scal
     assert code == 130, screen
     assert "asyncbench: interrupted" in screen
     assert "Traceback" not in screen and "Error" not in screen and "distributed." not in screen
+
+
+def test_finished_levels_appear_as_rows_while_the_sweep_goes_on(tmp_path):
+    code, out = run_in_pty("semaphore", "--limits", "5,10,20", "--requests", "200", "--cooldown", "0", "--no-plot",
+                           "--results-dir", str(tmp_path / "r"), columns=80)
+    assert code == 0, out
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    final = text.index("semaphore: embedded server")
+    # Drawn under the live display while limit 10 runs: limit 5's row, above the bar.
+    live = re.search(r"limit +requests[^\n]*\n[─ ]+\n +5 +200 +100\.0 [^\n]*\n[^\n]*limit 10 ", text.replace("\r", ""))
+    assert live is not None and live.start() < final, text[:3000]
 
 
 def test_plot_runs_in_a_terminal(tmp_path):
