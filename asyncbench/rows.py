@@ -78,6 +78,16 @@ class RateStats(LevelStats):
 
 
 @dataclass
+class WorkerStageStats(LevelStats):
+    """One row of `semaphore --stages`: the load columns (`level` is the stage's target number
+    of workers), then where it is in the ramp."""
+
+    stage: int  # from 1
+    stage_from: int  # the number of workers it ramps from
+    stage_duration_s: float
+
+
+@dataclass
 class StageStats(RateStats):
     """One row of `rate --stages`: the `rate` columns (`level` is the stage's target rate,
     `offered_rps` its mean), then where it is in the ramp."""

@@ -155,3 +155,16 @@ def test_bad_stages_exit_2_naming_them(tmp_path, stages, named):
     proc = run_cli("rate", "--stages", stages, "--no-plot", "--results-dir", str(tmp_path / "r"))
     assert proc.returncode == 2, proc.stderr
     assert named in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_semaphore_stages_ramp_the_workers_one_row_a_stage(tmp_path):
+    proc = run_cli("semaphore", "--stages", "1s:5,1s:30", "--interval", "0.25", "--no-plot",
+                   "--results-dir", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    rows, timeline, meta = _timeline(tmp_path / "r", "semaphore")
+    assert [(r["stage"], r["level"], r["stage_from"]) for r in rows] == [("1", "5", "0"), ("2", "30", "5")]
+    _assert_sums_are_the_rows(rows, timeline)
+    first = max(int(t["in_flight"]) for t in timeline if t["level"] == "5")
+    second = max(int(t["in_flight"]) for t in timeline if t["level"] == "30")
+    assert first <= 5 < second <= 30  # never more workers than the ramp wants, and it grew
+    assert set(meta["hgrm"]) == {"stage-1", "stage-2"}

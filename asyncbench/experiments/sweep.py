@@ -254,8 +254,9 @@ class LoadPlan(PlanDefaults):
     @property
     def row_type(self) -> type:
         from asyncbench.metrics import LevelStats
+        from asyncbench.rows import WorkerStageStats
 
-        return LevelStats
+        return WorkerStageStats if self.settings.get("stages") else LevelStats
 
     def run(self, steps: Steps, writer: ResultsWriter) -> Coroutine[Any, Any, Any]:
         return self._run(self.spec, steps)

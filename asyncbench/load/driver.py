@@ -191,6 +191,25 @@ class Driver:
         if sum(r.done for r in recorders) < planned and self.budget.bounded:
             self.budget.cut = (step, self.budget.reason())
 
+    async def worker_stages(self, step: str, spec: RequestSpec, stages: Sequence[Stage],
+                            recorders: Sequence[LevelRecorder], *, on_stage: Callable[[int, RoundFacts], None]) -> None:
+        """The closed loop's stages (a moving number of workers) on one engine, each to
+        `on_stage` as it is over — within the run's budget, in this process."""
+        from asyncbench.load.ramp import run_worker_stages
+
+        duration = sum(s.duration_s for s in stages)
+        left = self.budget.left()
+        allowed, seconds = self.budget.allow(step, left if left is not None else 1, spec.retries, duration)
+        await run_worker_stages(spec, stages, recorders, on_stage=on_stage,
+                                max_requests=allowed if left is not None else None,
+                                max_seconds=seconds if seconds is not None and seconds < duration else None)
+        for recorder in recorders:
+            self.budget.spent += recorder.attempts
+            self._tally(recorder)
+        if self.budget.bounded and ((left is not None and sum(r.count for r in recorders) >= allowed)
+                                    or (seconds is not None and seconds < duration)):
+            self.budget.cut = (step, self.budget.reason())
+
     def _spent(self, step: str, recorder: LevelRecorder, planned: int) -> None:
         self.budget.spend(step, recorder.attempts, planned, recorder.done)
         self._tally(recorder)

@@ -1,6 +1,7 @@
-"""Stages: the open model's offered rate ramped linearly from each stage's start to its target
-(k6's ramping-arrival-rate: `DURATION:TARGET`, the first from a start rate), on one engine so
-that connections are reused from stage to stage.
+"""Stages: the open model's offered rate — or the closed loop's number of workers — ramped
+linearly from each stage's start to its target (k6's ramping-arrival-rate and ramping-VUs:
+`DURATION:TARGET`, the first from a start value), on one engine so that connections are reused
+from stage to stage.
 
 Each stage's requests go to its own recorder (all timed from the ramp's start, so their
 timelines make one clock); a stage is reported once its schedule is over and every request it
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from asyncbench.engines import open_engine
 from asyncbench.load.open import round_facts
 from asyncbench.load.spec import RequestSpec
-from asyncbench.metrics import RoundFacts
+from asyncbench.metrics import LevelRecorder, RoundFacts
 from asyncbench.rates import RateRecorder
 from asyncbench.records import FetchResult
 from asyncbench.system import LoopLagMonitor, PeakRss, cpu_seconds
@@ -147,3 +148,71 @@ async def offer_stages(spec: RequestSpec, stages: Sequence[Stage], recorders: Se
                     break
             await engine.drain()
             report_done(i + 1)
+
+
+def workers_at(stage: Stage, t: float) -> float:
+    """The number of workers a closed-loop stage wants `t` seconds after it began."""
+    if stage.duration_s <= 0:
+        return stage.target
+    return stage.start + (stage.target - stage.start) * min(1.0, max(0.0, t / stage.duration_s))
+
+
+async def run_worker_stages(spec: RequestSpec, stages: Sequence[Stage], recorders: Sequence[LevelRecorder], *,
+                            on_stage: Callable[[int, RoundFacts], None], max_requests: int | None = None,
+                            max_seconds: float | None = None) -> None:
+    """The closed loop with a moving number of workers: worker i sends request after request
+    while the stage wants more than i workers (the number ramped linearly from each stage's
+    start to its target), on one engine. A request belongs to the stage it was sent in; a stage
+    is reported once it is over and its requests have ended."""
+    rss = PeakRss()
+    cpu0 = cpu_seconds()
+    wall0 = _perf()
+    most = max(1, math.ceil(max(max(s.start, s.target) for s in stages)))
+    engine = open_engine(spec.engine, spec.url, concurrency=most, bounded=True, **spec.engine_options())
+    async with engine:
+        with LoopLagMonitor() as lag:
+            start = _perf()
+            for recorder in recorders:
+                recorder.origin = start
+            ends = list(itertools.accumulate((s.duration_s for s in stages), initial=start))[1:]
+            stop_at = ends[-1] if max_seconds is None else min(ends[-1], start + max_seconds)
+            in_flight = [0] * len(stages)
+            sent = [0]
+            reported = 0
+
+            def stage_of(moment: float) -> int:
+                return min(bisect.bisect_right(ends, moment), len(stages) - 1)
+
+            async def worker(i: int) -> None:
+                while (now := _perf()) < stop_at:
+                    j = stage_of(now)
+                    begin = ends[j] - stages[j].duration_s
+                    if i >= workers_at(stages[j], now - begin):
+                        # Not wanted yet: look again soon (the number moves continuously).
+                        await asyncio.sleep(min(_LOOK_S, stop_at - now))
+                        continue
+                    if max_requests is not None and sent[0] >= max_requests:
+                        return
+                    sent[0] += 1
+                    in_flight[j] += 1
+                    result = await engine.fetch(i)
+                    recorders[stage_of(result.sent_at)].add(result)
+                    in_flight[j] -= 1
+
+            def report_done(now: float) -> None:
+                nonlocal reported
+                while reported < len(stages) and (ends[reported] <= now or now >= stop_at) and not in_flight[reported]:
+                    on_stage(reported, round_facts(rss, cpu0, wall0, lag, engine.refused_locally))
+                    reported += 1
+
+            tasks = [asyncio.create_task(worker(i)) for i in range(most)]
+            try:
+                while not all(t.done() for t in tasks):
+                    await asyncio.wait(tasks, timeout=_LOOK_S)
+                    report_done(_perf())
+                for task in tasks:
+                    task.result()  # a worker's error is the run's
+            finally:
+                for task in tasks:
+                    task.cancel()
+            report_done(math.inf)
