@@ -27,8 +27,20 @@ from rich.text import Text
 from asyncbench import report
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents
-from asyncbench.experiments.sweep import LoadPlan, load_setup
-from asyncbench.groups import Bounds, Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
+from asyncbench.experiments.sweep import LoadPlan, load_setup, round_intervals
+from asyncbench.groups import (
+    Bounds,
+    Connection,
+    Cooldown,
+    Floor,
+    Outputs,
+    Request,
+    Scale,
+    Server,
+    Target,
+    Thresholds,
+    Timeline,
+)
 from asyncbench.load.spec import RequestSpec, check_target
 from asyncbench.options import check_range
 from asyncbench.rows import LevelStats, RateStats
@@ -45,6 +57,7 @@ if TYPE_CHECKING:
 
     from asyncbench.load.driver import Driver
     from asyncbench.results import Run
+    from asyncbench.timeline import Interval
 
 
 @dataclass
@@ -91,6 +104,7 @@ class FindConfig:
     max_in_flight: int = 10_000
     cooldown: float = 1.0
     driver: Driver | None = None  # where the load is made (None: in this process)
+    interval: float = 1.0  # seconds per row of the timeline
 
 
 @dataclass
@@ -98,6 +112,7 @@ class ProbeResult:
     stats: ConcurrencyProbe | RateProbe
     quantiles: list[tuple[float, float]]
     incomplete: list[str] = field(default_factory=list)  # why its load was not all made (a shard died)
+    timeline: list[Interval] = field(default_factory=list)  # the probe over time
 
 
 def judge(stats: LevelStats | RateStats, config: FindConfig, incomplete: list[str] | None = None) -> str:
@@ -147,7 +162,7 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
             await asyncio.sleep(config.cooldown)  # let the target drain what the last probe left
         stats: LevelStats | RateStats
         if config.mode == "rate":
-            recorder: LevelRecorder = RateRecorder()
+            recorder: LevelRecorder = RateRecorder(interval=config.interval)
             total = max(1, round(level * config.probe_duration))
             step = f"probe {level:,}/s"
             events.started(step, total, lambda r=recorder: driver.progress(r))
@@ -160,7 +175,7 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
             # Sized to last about probe_duration, from the last probe's rate scaled to this level.
             estimate = last[1] * level / last[0] * config.probe_duration if last else FIRST_PROBE_REQUESTS
             total = int(min(MAX_PROBE_REQUESTS, max(4 * level, FIRST_PROBE_REQUESTS, estimate)))
-            recorder = LevelRecorder()
+            recorder = LevelRecorder(interval=config.interval)
             step = f"probe {level:,}"
             events.started(step, total, lambda r=recorder: driver.progress(r))
             # No new request after the probe's duration: a silent target times out one request
@@ -175,7 +190,7 @@ async def run(config: FindConfig, events: StepEvents) -> list[ProbeResult]:
         row.passed = not row.reason
         if stats.throughput_rps > 0:
             last = (level, stats.throughput_rps)
-        result = ProbeResult(row, latency_quantiles([recorder]), incomplete)
+        result = ProbeResult(row, latency_quantiles([recorder]), incomplete, round_intervals(level, [recorder]))
         probes.append(result)
         events.finished(result)
         await check_target(config.request, step, level, stats)
@@ -250,8 +265,8 @@ def knee_bracket(results: list[ProbeResult]) -> tuple[int, int] | None:
 
 
 def command(target: Target, objective: FindOptions, floor: Floor, options: SearchOptions, request: Request,
-            cooldown: Cooldown, connection: Connection, bounds: Bounds, scale: Scale, outputs: Outputs, thresholds: Thresholds,
-            server: Server) -> None:
+            cooldown: Cooldown, connection: Connection, bounds: Bounds, scale: Scale, outputs: Outputs, timeline: Timeline,
+            thresholds: Thresholds, server: Server) -> None:
     """The most load the target sustains within an objective (p99, success rate).
 
     Doubles the level until a probe misses the objective, then bisects until the answer is
@@ -264,13 +279,16 @@ def command(target: Target, objective: FindOptions, floor: Floor, options: Searc
     check_range("--probe-duration", options.probe_duration, 0, 600, low_inclusive=False)
     check_range("--max-in-flight", options.max_in_flight, 1, 1_000_000)
     setup = load_setup(request=request, cooldown=cooldown, connection=connection, bounds=bounds, scale=scale, floor=floor,
-                       outputs=outputs, thresholds=thresholds, server=server)
+                       outputs=outputs, thresholds=thresholds, server=server, timeline=timeline)
     config = FindConfig(setup.spec, objective.slo_p99, min_success=setup.min_success, mode=options.mode,
                         max_level=options.max_level, probe_duration=options.probe_duration,
-                        max_in_flight=options.max_in_flight, cooldown=setup.cooldown, driver=setup.driver)
+                        max_in_flight=options.max_in_flight, cooldown=setup.cooldown, driver=setup.driver,
+                        interval=setup.timeline.interval)
     settings = {"mode": options.mode, "max": options.max_level, "probe_duration_s": options.probe_duration,
                 "max_in_flight": options.max_in_flight, "cooldown_s": setup.cooldown}
-    setup.run(FindPlan(setup.spec, settings, config, setup.loop), target.url)
+    plan = FindPlan(setup.spec, settings, config, setup.loop)
+    plan.timeline = setup.timeline
+    setup.run(plan, target.url)
 
 
 # --- its plan, table, verdict and chart -------------------------------------------------------
@@ -285,6 +303,11 @@ class FindPlan(LoadPlan):
                          levels=[config.max_level], run=lambda spec, steps: run(config, steps), loop=loop,
                          driver=config.driver)
         self.total_steps = most_probes(config.max_level)
+
+    def intervals(self, result: Any) -> tuple[str, int, list[Interval]] | None:
+        # A bisection may probe a level twice: each probe is tagged by its number.
+        self._probes = getattr(self, "_probes", 0) + 1
+        return f"probe-{self._probes}", result.stats.level, result.timeline
 
     def check(self, console: Console) -> None:
         cfg = self.find_config
