@@ -52,6 +52,7 @@ class HdrLog:
     def __init__(self, path: Path, started: float | None = None) -> None:
         self.path = path
         self.started = time.time() if started is None else started
+        self._begin: dict[str, float] = {}  # each tag's start on the log's clock, fixed at its first lines
         try:
             self._file: IO[str] = open(path, "w", encoding="ascii")  # noqa: SIM115 - closed by close()
         except OSError as exc:
@@ -62,13 +63,14 @@ class HdrLog:
                     '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"\n')
 
     def write_level(self, tag: str, intervals: list[Any], ended: float | None = None) -> None:
-        """A level's intervals (timeline.Interval), tagged; placed on the run's clock by when the
-        level `ended` (now, when it has just finished)."""
+        """A level's intervals (timeline.Interval), tagged; placed on the run's clock by when its
+        first ones were written (now: just as they closed, or as the level finished)."""
         if not intervals:
             return
-        end = (time.time() if ended is None else ended) - self.started
-        span = intervals[-1].start_s + intervals[-1].length_s
-        begin = max(0.0, end - span)
+        if tag not in self._begin:
+            end = (time.time() if ended is None else ended) - self.started
+            self._begin[tag] = max(0.0, end - (intervals[-1].start_s + intervals[-1].length_s))
+        begin = self._begin[tag]
         lines = []
         for interval in intervals:
             hdr = to_hdr(interval.ok)

@@ -125,7 +125,7 @@ class ResultsWriter:
         self._timeline_file: WholeLines | None = None
         self._hdr_log: HdrLog | None = None
         self.hdr_log_path = hdr_log
-        self._hgrm: list[tuple[str, LatencyHistogram]] = []  # written by write_hgrm()
+        self._hgrm: dict[str, LatencyHistogram] = {}  # each step's successes, for write_hgrm()
         self.results_dir = results_dir
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
@@ -222,11 +222,9 @@ class ResultsWriter:
                 self._hdr_log.write_level(tag, list(intervals))
         from asyncbench.histogram import LatencyHistogram
 
-        ok = LatencyHistogram()
+        ok = self._hgrm.setdefault(tag, LatencyHistogram())  # a step written in parts adds up
         for interval in intervals:
             ok.merge(interval.ok)
-        if ok.count:
-            self._hgrm.append((tag, ok))
 
     def write_hgrm(self) -> None:
         """Each level's .hgrm percentile distribution, named in the sidecar: at the end of the
@@ -235,7 +233,9 @@ class ResultsWriter:
         from asyncbench.hlog import percentile_distribution
 
         hgrm = dict(self.metadata.get("hgrm") or {})
-        for tag, ok in self._hgrm:
+        for tag, ok in self._hgrm.items():
+            if not ok.count:
+                continue
             path = self.results_dir / f"{self.stem}-{tag}.hgrm"
             try:
                 path.write_text(percentile_distribution(ok), encoding="ascii")

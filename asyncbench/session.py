@@ -362,6 +362,11 @@ class Steps:
         if self.progress is not None:
             self.progress.start_step(description, total, done, unit, note)
 
+    def over_time(self, tag: str, level: int, intervals: list[Interval]) -> None:
+        """Intervals of the running step: to the -timeline.csv (and --hdr-log) now."""
+        if self.plan.timeline is not None and intervals:
+            self.writer.write_timeline(tag, level, intervals)
+
     def finished(self, result: Any) -> None:
         """A step finished: write it at once, so that nothing measured is lost."""
         for row in self.plan.rows(result):

@@ -51,7 +51,8 @@ class Interval:
 class Timeline:
     """A round's requests by interval: counts, and the successes' latency buckets."""
 
-    __slots__ = ("interval", "sent_at", "ok_done", "ok_latency", "failed_done", "_sent", "_failures", "_ok")
+    __slots__ = ("interval", "sent_at", "ok_done", "ok_latency", "failed_done", "_sent", "_failures", "_ok",
+                 "_next", "_sent_total", "_done_total")
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
@@ -62,6 +63,8 @@ class Timeline:
         self._sent: dict[int, int] = {}
         self._failures: dict[int, int] = {}
         self._ok: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # interval → (buckets, counts)
+        self._next = 0  # the first interval not yet handed out by closed()
+        self._sent_total = self._done_total = 0  # ... and the requests sent and ended before it
 
     def flush(self) -> None:
         """Fold the buffered times into their intervals."""
@@ -105,18 +108,42 @@ class Timeline:
         for k, (buckets, counts) in other._ok.items():
             self._add_ok(k, buckets, counts)
 
+    def closed(self, level: int, now_s: float, settle_s: float) -> list[Interval]:
+        """The intervals that ended more than `settle_s` before `now_s` (seconds after the
+        origin) not handed out yet, and forgotten, so that a long round's memory stays flat.
+        `settle_s` is the longest a request can take: a request is recorded when it ends, sends
+        and all, so an interval is final once every request sent in it has ended. The rest, and
+        the last, come from intervals()."""
+        self.flush()
+        last = math.floor((now_s - settle_s) / self.interval) - 1
+        if last < self._next:
+            return []
+        out = self._span(level, self._next, last, math.inf, 0.0)
+        for k in range(self._next, last + 1):
+            self._sent.pop(k, None)
+            self._failures.pop(k, None)
+            self._ok.pop(k, None)
+        self._next = last + 1
+        if out:
+            self._sent_total += sum(i.sent for i in out)
+            self._done_total += sum(i.successes + i.failures for i in out)
+        return out
+
     def intervals(self, level: int, end_s: float, offset_s: float = 0.0, start_s: float = 0.0) -> list[Interval]:
         """Every interval from `start_s` (the origin, or a stage's start) to `end_s` (the round's
         last answer), empty ones too: a stall shows as intervals with nothing done. The last is as
-        long as the round lasted in it."""
+        long as the round lasted in it. After closed(): those it has not handed out."""
         self.flush()
         keys = set(self._sent) | set(self._failures) | set(self._ok)
-        if not keys:
+        if not keys and not self._next:
             return []
-        last = max(max(keys), max(0, math.ceil(end_s / self.interval) - 1))
+        last = max(max(keys, default=0), max(0, math.ceil(end_s / self.interval) - 1))
+        first = self._next if self._next else min(min(keys), int(start_s // self.interval))
+        return self._span(level, first, last, end_s, offset_s)
+
+    def _span(self, level: int, first: int, last: int, end_s: float, offset_s: float) -> list[Interval]:
         out: list[Interval] = []
-        sent_total = done_total = 0
-        first = min(min(keys), int(start_s // self.interval))
+        sent_total, done_total = self._sent_total, self._done_total
         for k in range(first, last + 1):
             start = k * self.interval
             length = min(self.interval, max(end_s, start) - start) if k == last else self.interval

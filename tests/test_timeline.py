@@ -168,3 +168,32 @@ def test_semaphore_stages_ramp_the_workers_one_row_a_stage(tmp_path):
     second = max(int(t["in_flight"]) for t in timeline if t["level"] == "30")
     assert first <= 5 < second <= 30  # never more workers than the ramp wants, and it grew
     assert set(meta["hgrm"]) == {"stage-1", "stage-2"}
+
+
+def test_a_long_rate_writes_its_timeline_as_it_goes(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "asyncbench", "rate", "--rates", "50", "--duration", "8",
+                             "--timeout", "0.5", "--interval", "0.5", "--no-plot", "--results-dir", str(results)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        seen_while_running = 0
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            files = list(results.glob("*-timeline.csv"))
+            if files:
+                seen_while_running = max(seen_while_running, files[0].read_text().count("\n") - 1)
+                if seen_while_running >= 2:
+                    break
+            time.sleep(0.05)  # polling a file another process writes; the assertion is on its content
+        assert proc.poll() is None and seen_while_running >= 2  # rows before the level ended
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows, timeline, _ = _timeline(results, "rate")
+    _assert_sums_are_the_rows(rows, timeline)
+    assert [float(t["t_s"]) for t in timeline][:16] == [0.5 * (i + 1) for i in range(16)]

@@ -72,3 +72,8 @@ class StepEvents(Protocol):
     def finished(self, result: Any) -> None:
         """A step finished, with its result."""
         ...
+
+    def over_time(self, tag: str, level: int, intervals: list[Any]) -> None:
+        """Intervals of a step still running (timeline.Interval), written as they close: a
+        long step's timeline is not held until its end."""
+        ...

@@ -136,6 +136,18 @@ async def run_stages(config: RateConfig, events: StepEvents) -> list[RateResult]
     return results
 
 
+async def _stream(recorder: Any, rate: int, events: StepEvents, spec: RequestSpec) -> None:
+    """Every second, the recorder's final intervals to `events` while its round runs."""
+    import time
+
+    settle = spec.timeout * (1 + spec.retries) + 1.0  # the longest a request can take, retries and all
+    while True:
+        await asyncio.sleep(1.0)
+        if recorder.origin:
+            events.over_time(f"rate-{rate}", rate,
+                             recorder.timeline.closed(rate, time.perf_counter() - recorder.origin, settle))
+
+
 async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
     """Every offered rate in turn, each reported as soon as it is finished."""
     if config.stages:
@@ -154,8 +166,15 @@ async def run(config: RateConfig, events: StepEvents) -> list[RateResult]:
         total = max(1, round(rate * config.duration))
         step = f"rate {rate:,g}/s"
         events.started(step, total, lambda recorder=recorder: driver.progress(recorder))
-        facts = await driver.open(step, config.request, rate=rate, total=total, arrivals=config.arrivals,
-                                  max_in_flight=config.max_in_flight, seed=config.seed, recorder=recorder)
+        # In this process, the closed intervals are written as the schedule runs (a soak's timeline
+        # is not held in memory); shards' come when they are merged.
+        streaming = None if driver.sharded else asyncio.create_task(_stream(recorder, rate, events, config.request))
+        try:
+            facts = await driver.open(step, config.request, rate=rate, total=total, arrivals=config.arrivals,
+                                      max_in_flight=config.max_in_flight, seed=config.seed, recorder=recorder)
+        finally:
+            if streaming is not None:
+                streaming.cancel()
         stats = summarize_rate(rate, total / rate, recorder, facts)
         result = RateResult(stats, latency_quantiles([recorder]), driver.failures[failures_before:],
                             round_intervals(rate, [recorder]))
