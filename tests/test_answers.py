@@ -100,16 +100,17 @@ def test_compare_tells_a_regression_from_noise(start_server, tmp_path):
     slower = _sweep(start_server(latency=0.06, capacity=100, queue=100), tmp_path / "c")
     meta = json.loads((tmp_path / "a" / (result_files(tmp_path / "a", "semaphore")[0].stem + ".json")).read_text())
     assert len(meta["rounds"]["5"]) == 3  # every round's figures are kept for this
-    # A p99 of 100 samples moves by 10 % from run to run on a busy machine: a tolerance of 25 %
-    # separates that noise from a server twice as slow.
-    out = run_cli("compare", baseline, again, "--tolerance", "0.25", "--fail-on-regression",
+    # A p99 of 100 samples moves by 10 % from run to run on a busy machine, and by 40 % when one
+    # stall lands in it (seen on CI's shared cores): a tolerance of 50 % separates that noise from
+    # a server twice as slow (+100 %).
+    out = run_cli("compare", baseline, again, "--tolerance", "0.5", "--fail-on-regression",
                   "--out", str(tmp_path / "p"))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no change: every difference is within the tolerance" in " ".join(out.stdout.split())
     assert list((tmp_path / "p").glob("compare-*.png"))
-    out = run_cli("compare", baseline, slower, "--tolerance", "0.25", "--no-plot")
+    out = run_cli("compare", baseline, slower, "--tolerance", "0.5", "--no-plot")
     assert out.returncode == 0 and "worse: the candidate regressed at limit 5, 10" in out.stdout
-    out = run_cli("compare", baseline, slower, "--tolerance", "0.25", "--fail-on-regression", "--no-plot")
+    out = run_cli("compare", baseline, slower, "--tolerance", "0.5", "--fail-on-regression", "--no-plot")
     assert out.returncode == 3 and "regression at limit 5, 10" in out.stderr
 
 

@@ -309,7 +309,7 @@ def rate_table(rows: Sequence[Any], sweet: Any | None, title: str) -> report.Fit
         table.add_column(header, justify="right")
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
-        is_sweet = sweet is not None and r.level == sweet.level
+        is_sweet = sweet is not None and r.level == sweet.level and getattr(r, "stage", 0) == getattr(sweet, "stage", 0)
         cells = (
             report.row_name(f"{r.offered_rps:,.0f}", is_sweet, r.client_limited),
             report.fmt_rate(r.achieved_rps),

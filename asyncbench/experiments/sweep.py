@@ -455,7 +455,7 @@ def level_table(
         table.add_column("retry/\nthrottle", justify="right")
     table.add_column("errors", justify="left", wrap=True)
     for r in rows:
-        is_sweet = sweet is not None and r.level == sweet.level
+        is_sweet = sweet is not None and r.level == sweet.level and getattr(r, "stage", 0) == getattr(sweet, "stage", 0)
         cells = [
             report.row_name(f"{r.level:,}", is_sweet, r.client_limited),
             report.fmt_rate(r.throughput_rps),
