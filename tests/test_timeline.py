@@ -197,3 +197,19 @@ def test_a_long_rate_writes_its_timeline_as_it_goes(tmp_path):
     rows, timeline, _ = _timeline(results, "rate")
     _assert_sums_are_the_rows(rows, timeline)
     assert [float(t["t_s"]) for t in timeline][:16] == [0.5 * (i + 1) for i in range(16)]
+
+
+def test_adapt_writes_each_run_s_timeline_too(tmp_path):
+    proc = run_cli("adapt", "--duration", "1.5", "--interval", "0.5", "--compare-static", "20", "--no-plot",
+                   "--results-dir", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    _, json_path, _ = result_files(tmp_path / "r", "adapt")
+    meta = json.loads(json_path.read_text())
+    timeline = read_csv(tmp_path / "r" / meta["files"]["timeline"])
+    assert {t["level"] for t in timeline} == {"1", "2"}  # the runs, by number: aimd, then static 20
+    assert set(meta["hgrm"]) == {"aimd", "static-20"}
+    for level, run in (("1", "aimd"), ("2", "static 20")):
+        [totals] = [r for r in meta["runs"] if r["run"] == run]
+        mine = [t for t in timeline if t["level"] == level]
+        assert sum(int(t["successes"]) for t in mine) == totals["successes"]
+        assert sum(int(t["failures"]) for t in mine) == totals["failures"]

@@ -29,7 +29,7 @@ from asyncbench.experiments.sweep import LoadPlan, load_setup
 from asyncbench.groups import Bounds, Connection, Cooldown, Floor, Outputs, Request, Scale, Server, Target, Thresholds
 from asyncbench.limiters import ALGORITHMS
 from asyncbench.options import MAX_LEVEL, check_range, parse_capacity_schedule, parse_int_list
-from asyncbench.session import Conclusion
+from asyncbench.session import Conclusion, TimelineSettings
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from asyncbench.load.spec import RequestSpec
     from asyncbench.results import ResultsWriter, Run
     from asyncbench.session import Steps
+    from asyncbench.timeline import Interval as TimelineInterval
 
 SETTLE_BAND = 0.2  # a limit within 20 % of its target has settled
 
@@ -93,6 +94,7 @@ class RunResult:
     rows: list[AdaptRow]
     totals: dict[str, Any]
     phases: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[TimelineInterval] = field(default_factory=list)  # for the -timeline.csv (level: the run's number)
 
 
 @dataclass
@@ -193,7 +195,7 @@ async def run(config: AdaptConfig, events: StepEvents, record: Callable[[AdaptRo
             await asyncio.sleep(config.cooldown)
         if config.embedded and config.schedule:
             await _restart_schedule(config.request)
-        recorder = AdaptRecorder(limiter)
+        recorder = AdaptRecorder(limiter, interval=config.interval)
         rows: list[AdaptRow] = []
         steps_total = max(1, round(config.duration / config.interval))
         events.started(name, steps_total, lambda rows=rows: len(rows))
@@ -211,7 +213,8 @@ async def run(config: AdaptConfig, events: StepEvents, record: Callable[[AdaptRo
             stopped = exc
         if stopped is not None and not rows:
             raise stopped
-        result = RunResult(name, adaptive, rows[-1].t_s if rows else 0.0, rows, run_totals(recorder, rows))
+        result = RunResult(name, adaptive, rows[-1].t_s if rows else 0.0, rows, run_totals(recorder, rows),
+                           timeline=recorder.timeline.intervals(index, recorder.last_done if recorder.count else 0.0))
         if adaptive:
             result.phases = phase_facts(config, rows)
         results.append(result)
@@ -307,6 +310,7 @@ class AdaptPlan(LoadPlan):
                          run=self._runs, loop=loop, driver=config.driver)
         self.adapt = config
         self.total_steps = 1 + len(config.static)
+        self.timeline = TimelineSettings(config.interval)  # the -timeline.csv too: a row per interval of each run
         self._steps: Steps | None = None
         self._writer: ResultsWriter | None = None
 
@@ -357,6 +361,10 @@ class AdaptPlan(LoadPlan):
 
     def quantiles(self, result: Any) -> None:
         return None
+
+    def intervals(self, result: RunResult) -> tuple[str, int, list[TimelineInterval]] | None:
+        index = self._done = getattr(self, "_done", 0) + 1
+        return result.name.replace(" ", "-"), index, result.timeline
 
     def step_done(self, result: RunResult, done: int) -> tuple[str | None, RenderableType | None]:
         return f"{run_line(result)} ({done} of {self.total_steps} runs)", None

@@ -54,8 +54,8 @@ class AdaptRecorder(LevelRecorder):
     __slots__ = ("limiter", "engine", "wake", "slice_ok", "slice_successes", "slice_failures", "slice_throttled",
                  "slice_timeouts", "sent")
 
-    def __init__(self, limiter: Limiter) -> None:
-        super().__init__()
+    def __init__(self, limiter: Limiter, interval: float = 1.0) -> None:
+        super().__init__(interval=interval)
         self.limiter = limiter
         self.engine: Any = None
         self.wake: Callable[[], None] = lambda: None

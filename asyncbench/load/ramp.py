@@ -64,6 +64,14 @@ def stages_from(targets: Sequence[tuple[float, float]], start_rate: float) -> li
     return out
 
 
+def _start(stages: Sequence[Stage], recorders: Sequence[LevelRecorder]) -> tuple[float, list[float]]:
+    """Now, as every stage's recorder's origin (one clock for the ramp), and each stage's end."""
+    start = _perf()
+    for recorder in recorders:
+        recorder.origin = start
+    return start, list(itertools.accumulate((s.duration_s for s in stages), initial=start))[1:]
+
+
 class _ByStage:
     """The sink every request is launched into: each answer goes to the recorder of the stage
     it was due in (an engine binds a connection's sink when it opens it, and connections outlive
@@ -98,10 +106,7 @@ async def offer_stages(spec: RequestSpec, stages: Sequence[Stage], recorders: Se
     engine = open_engine(spec.engine, spec.url, concurrency=0, bounded=False, **spec.engine_options())
     async with engine:
         with LoopLagMonitor() as lag:
-            start = _perf()
-            for recorder in recorders:
-                recorder.origin = start
-            ends = list(itertools.accumulate((s.duration_s for s in stages), initial=start))[1:]
+            start, ends = _start(stages, recorders)
             sink = _ByStage(ends, recorders)
             due_total = [0] * len(stages)  # requests due so far in each stage (sent or dropped)
             reported = 0
@@ -171,10 +176,7 @@ async def run_worker_stages(spec: RequestSpec, stages: Sequence[Stage], recorder
     engine = open_engine(spec.engine, spec.url, concurrency=most, bounded=True, **spec.engine_options())
     async with engine:
         with LoopLagMonitor() as lag:
-            start = _perf()
-            for recorder in recorders:
-                recorder.origin = start
-            ends = list(itertools.accumulate((s.duration_s for s in stages), initial=start))[1:]
+            start, ends = _start(stages, recorders)
             stop_at = ends[-1] if max_seconds is None else min(ends[-1], start + max_seconds)
             in_flight = [0] * len(stages)
             sent = [0]
