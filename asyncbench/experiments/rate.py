@@ -278,7 +278,8 @@ class RatePlan(LoadPlan):
             "warnings": notes,
         }
         failed = self.shard_facts(metadata, notes)
-        title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} rate{'s' if len(rows) != 1 else ''}"
+        word = "stage" if self.settings.get("stages") else "rate"  # a stage's rate column: its mean offered rate
+        title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} {word}{'s' if len(rows) != 1 else ''}"
         answered = [r for r in rows if r.level not in excluded]
         shown: list[RenderableType] = [rate_table(rows, sweet, title),
                                        rate_verdict(answered, sweet, self.min_success, self.slo_p99)]

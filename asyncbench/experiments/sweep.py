@@ -377,7 +377,8 @@ class LoadPlan(PlanDefaults):
             "rounds": {str(r.stats.level): r.rounds for r in results},
         }
         failed = self.shard_facts(metadata, notes)
-        title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} {step}{'s' if len(rows) != 1 else ''}"
+        word = "stage" if self.settings.get("stages") else step  # a stage's row: its target
+        title = f"{title} — {'interrupted, ' if interrupted else ''}{len(rows)} {word}{'s' if len(rows) != 1 else ''}"
         answered = [r for r in rows if r.level not in excluded]
         shown: list[RenderableType] = [
             level_table(rows, sweet, title, step, experiment.queue_wait),
