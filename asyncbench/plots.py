@@ -85,7 +85,9 @@ def _set_log(axis: Any, lo: float, hi: float) -> None:
 
 def level_axis(ax: Axes, levels: Sequence[float], label: str) -> None:
     ax.set_xscale("log")
-    lo, hi = min(levels), max(levels)
+    # A ramp's last stage may aim at 0: off a log axis, and not where its limits are drawn from.
+    positive = [float(v) for v in levels if v > 0] or [1.0]
+    lo, hi = min(positive), max(positive)
     ax.set_xlim(lo / 1.5, hi * 1.5)
     _set_log(ax.xaxis, lo, hi)
     ax.set_xlabel(label)
