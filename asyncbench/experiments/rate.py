@@ -21,7 +21,7 @@ from rich.text import Text
 from asyncbench import report
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import LOAD_REQUIRED, Experiment, StepEvents, sweet_row
-from asyncbench.experiments.sweep import LoadPlan, load_setup, round_intervals, usl_lines
+from asyncbench.experiments.sweep import LoadPlan, load_setup, round_intervals, stage_intervals, usl_lines
 from asyncbench.groups import (
     Bounds,
     Connection,
@@ -120,11 +120,8 @@ async def run_stages(config: RateConfig, events: StepEvents) -> list[RateResult]
         row = summarize_rate(mean, stage.duration_s, recorder, facts)
         stats = StageStats(**{**vars(row), "level": round(stage.target)}, stage=i + 1, stage_from_rps=stage.start,
                            stage_duration_s=stage.duration_s)
-        begin = sum(s.duration_s for s in config.stages[:i])
         result = RateResult(stats, latency_quantiles([recorder]), [],
-                            recorder.timeline.intervals(stats.level, max(recorder.last_done, begin + stage.duration_s)
-                                                        if recorder.count else begin + stage.duration_s,
-                                                        start_s=begin))
+                            stage_intervals(stats.level, config.stages, i, recorder))
         results.append(result)
         events.finished(result)
 

@@ -15,7 +15,7 @@ import typer
 
 from asyncbench.errors import UsageError
 from asyncbench.experiments.descriptor import StepEvents
-from asyncbench.experiments.sweep import load_setup, load_sweep, run_sweep
+from asyncbench.experiments.sweep import load_setup, load_sweep, run_sweep, stage_intervals
 from asyncbench.groups import (
     Bounds,
     Connection,
@@ -90,10 +90,8 @@ async def run_stages(config: SemaphoreConfig, events: StepEvents) -> list[LevelR
         row = summarize(EXPERIMENT.name, round(stage.target), [(recorder, facts)])
         stats = WorkerStageStats(**vars(row), stage=i + 1, stage_from=round(stage.start),
                                  stage_duration_s=stage.duration_s)
-        begin = sum(s.duration_s for s in stages[:i])
-        end = max(recorder.last_done, begin + stage.duration_s) if recorder.count else begin + stage.duration_s
         result = LevelResult(stats, latency_quantiles([recorder]),
-                             timeline=recorder.timeline.intervals(stats.level, end, start_s=begin))
+                             timeline=stage_intervals(stats.level, stages, i, recorder))
         results.append(result)
         events.finished(result)
 

@@ -112,6 +112,14 @@ async def run_sweep(
     return results
 
 
+def stage_intervals(level: int, stages: Sequence[Any], i: int, recorder: LevelRecorder) -> list[Interval]:
+    """Stage `i` of a ramp over time, on the ramp's one clock: from the stage's start to its end,
+    or to its last answer when that came later."""
+    begin = sum(s.duration_s for s in stages[:i])
+    end = begin + stages[i].duration_s
+    return recorder.timeline.intervals(level, max(recorder.last_done, end) if recorder.count else end, start_s=begin)
+
+
 def round_intervals(level: int, recorders: Sequence[LevelRecorder]) -> list[Interval]:
     """A level's rounds over time, one after another on the level's own clock."""
     from asyncbench.timeline import level_intervals
