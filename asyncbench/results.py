@@ -209,8 +209,9 @@ class ResultsWriter:
             self._latency_file.write("".join(_csv_line((level, f"{q:g}", f"{v:.6g}")) for q, v in quantiles))
 
     def write_timeline(self, tag: str, level: int, intervals: Sequence[Interval]) -> None:
-        """A finished level over time: its rows of the -timeline.csv, its intervals in the
-        --hdr-log, and its .hgrm percentile distribution (named in the sidecar by `tag`)."""
+        """A level over time (finished, or the intervals of one still running that are final):
+        its rows of the -timeline.csv, its intervals in the --hdr-log, and its successes added to
+        the .hgrm distribution write_hgrm() writes under `tag`."""
         from asyncbench.timeline import COLUMNS
 
         if self._timeline_file is None or not intervals:
